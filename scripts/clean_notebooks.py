@@ -1,0 +1,16 @@
+"""Strip noisy metadata from notebooks (nbdev's clean_nb) but keep execution counts,
+which nbval needs to tell run cells from unrun ones. Usage: python scripts/clean_notebooks.py NB..."""
+
+import sys
+
+import nbformat
+from nbdev.clean import clean_nb
+
+for path in sys.argv[1:]:
+    nb = nbformat.read(path, as_version=4)
+    counts = [cell.get("execution_count") for cell in nb.cells]
+    clean_nb(nb, allowed_cell_metadata_keys=["jupyter", "tags"], clean_ids=False)
+    for cell, count in zip(nb.cells, counts, strict=True):
+        if cell.cell_type == "code":
+            cell.execution_count = count
+    nbformat.write(nb, path)
