@@ -21,7 +21,9 @@ def test_package_equals_what_the_notebooks_export(tmp_path):
     committed = {p.name for p in (ROOT / "tinytorch").glob("*.py")}
     exported = {p.name for p in (tmp_path / "tinytorch").glob("*.py")}
     assert exported == committed, f"modules differ: {sorted(exported ^ committed)}; {FIX}"
-    _, differing, errors = filecmp.cmpfiles(ROOT / "tinytorch", tmp_path / "tinytorch", sorted(committed), shallow=False)
+    _, differing, errors = filecmp.cmpfiles(
+        ROOT / "tinytorch", tmp_path / "tinytorch", sorted(committed), shallow=False
+    )
     assert not errors, f"could not compare {errors}"
     assert not differing, f"tinytorch/{', tinytorch/'.join(differing)} differ from the notebooks; {FIX}"
 

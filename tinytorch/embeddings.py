@@ -28,9 +28,7 @@ class CharTokenizer:
         if bad:
             raise ValueError(f"the vocabulary must be single characters, got {bad[:5]!r}")
         if len(set(chars)) != len(chars):
-            raise ValueError(
-                "the vocabulary lists a character twice; build it with CharTokenizer.from_text(text)"
-            )
+            raise ValueError("the vocabulary lists a character twice; build it with CharTokenizer.from_text(text)")
         self.chars = chars
         self.stoi = {c: i for i, c in enumerate(chars)}
 
@@ -62,15 +60,11 @@ class CharTokenizer:
         """The text of a 1-D list or tensor of token ids."""
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1:
-                raise ValueError(
-                    f"decode takes a 1-D sequence of ids, got shape {tuple(ids.shape)}; decode one row"
-                )
+                raise ValueError(f"decode takes a 1-D sequence of ids, got shape {tuple(ids.shape)}; decode one row")
             ids = ids.tolist()
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
-            raise ValueError(
-                f"token id {bad[0]} is outside [0, {self.vocab_size}); ids must be below vocab_size"
-            )
+            raise ValueError(f"token id {bad[0]} is outside [0, {self.vocab_size}); ids must be below vocab_size")
         return "".join(self.chars[i] for i in ids)
 
     def to_dict(self) -> dict:
@@ -109,15 +103,11 @@ class CharTokenizer:
 def check_token_ids(idx: torch.Tensor, config: GPTConfig, start_pos: int = 0) -> None:
     """Raise a clear error unless `idx` is a (B, T) integer tensor of ids that fits the model."""
     if not isinstance(idx, torch.Tensor):
-        raise TypeError(
-            f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor(ids)"
-        )
+        raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor(ids)")
     if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
         raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}; convert with idx.long()")
     if idx.dim() != 2:
-        raise ValueError(
-            f"idx must have shape (B, T), got {tuple(idx.shape)}; add a batch dimension with idx[None]"
-        )
+        raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}; add a batch dimension with idx[None]")
     T = idx.size(1)
     if T == 0:
         raise ValueError("idx has no tokens (T = 0); give at least one token")
@@ -128,8 +118,7 @@ def check_token_ids(idx: torch.Tensor, config: GPTConfig, start_pos: int = 0) ->
                 "start a new cache from the last block_size tokens"
             )
         raise ValueError(
-            f"sequence has {T} tokens but block_size is {config.block_size}; "
-            f"crop with idx[:, -{config.block_size}:]"
+            f"sequence has {T} tokens but block_size is {config.block_size}; crop with idx[:, -{config.block_size}:]"
         )
     low, high = idx.min().item(), idx.max().item()
     if low < 0 or high >= config.vocab_size:

@@ -62,19 +62,11 @@ class GPT(nn.Module):
                 f"{hf.activation_function} and {hf.layer_norm_epsilon}"
             )
         config = GPTConfig(
-            vocab_size=hf.vocab_size,
-            block_size=hf.n_positions,
-            n_layer=hf.n_layer,
-            n_head=hf.n_head,
-            n_embd=hf.n_embd,
+            vocab_size=hf.vocab_size, block_size=hf.n_positions, n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd
         )
         model = cls(config)
         theirs = hf_model.state_dict()
-        renames = [
-            ("embeddings.", "transformer."),
-            ("blocks.", "transformer.h."),
-            ("ln_f.", "transformer.ln_f."),
-        ]
+        renames = [("embeddings.", "transformer."), ("blocks.", "transformer.h."), ("ln_f.", "transformer.ln_f.")]
         renames += [(".qkv.", ".c_attn."), (".proj.", ".c_proj."), (".fc.", ".c_fc.")]
         with torch.no_grad():
             for name, param in model.state_dict().items():
@@ -116,7 +108,5 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
         )
     V = logits.size(-1)
     if targets.min().item() < 0 or targets.max().item() >= V:
-        raise ValueError(
-            f"targets must be token ids in [0, {V}), got values in [{targets.min()}, {targets.max()}]"
-        )
+        raise ValueError(f"targets must be token ids in [0, {V}), got values in [{targets.min()}, {targets.max()}]")
     return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))  # (B*T, V), (B*T,) -> scalar
