@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ["causal_mask", "attention_weights", "CausalSelfAttention"]
 
-# %% ../notebooks/03_attention.ipynb #7ff4afbb
+# %% ../notebooks/03_attention.ipynb #c59f7698
 import math
 
 import torch
@@ -13,13 +13,13 @@ from torch import nn
 from .config import GPTConfig
 
 
-# %% ../notebooks/03_attention.ipynb #6733e835
+# %% ../notebooks/03_attention.ipynb #ccdaaf2f
 def causal_mask(T: int, Tk: int, device: torch.device | None = None) -> torch.Tensor:
     """(T, Tk) bool mask, True where a query may look: the T queries are the last T of Tk positions."""
     return torch.ones(T, Tk, dtype=torch.bool, device=device).tril(diagonal=Tk - T)
 
 
-# %% ../notebooks/03_attention.ipynb #fc08089b
+# %% ../notebooks/03_attention.ipynb #33742e75
 def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Causal softmax(q k^T / sqrt(hs)): (B, nh, T, hs), (B, nh, Tk, hs) -> (B, nh, T, Tk)."""
     T, Tk = q.size(-2), k.size(-2)
@@ -28,7 +28,7 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return F.softmax(scores, dim=-1)  # each row sums to 1
 
 
-# %% ../notebooks/03_attention.ipynb #2e17a0db
+# %% ../notebooks/03_attention.ipynb #3fdf3a8c
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention: (B, T, C) -> (B, T, C)."""
 

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ["LayerNorm", "MLP", "Block"]
 
-# %% ../notebooks/04_blocks.ipynb #f7d8e50f
+# %% ../notebooks/04_blocks.ipynb #e0a4c49e
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -12,7 +12,7 @@ from .attention import CausalSelfAttention
 from .config import GPTConfig
 
 
-# %% ../notebooks/04_blocks.ipynb #6e66c1d6
+# %% ../notebooks/04_blocks.ipynb #3bd1f2b2
 class LayerNorm(nn.Module):
     """Normalize each vector to mean 0 and variance 1, then scale and shift: (..., C) -> (..., C)."""
 
@@ -27,7 +27,7 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
-# %% ../notebooks/04_blocks.ipynb #a4c8a423
+# %% ../notebooks/04_blocks.ipynb #04977d8b
 class MLP(nn.Module):
     """Position-wise feed-forward network: (B, T, C) -> (B, T, 4C) -> (B, T, C)."""
 
@@ -43,7 +43,7 @@ class MLP(nn.Module):
         return self.dropout(self.proj(x))  # (B, T, C)
 
 
-# %% ../notebooks/04_blocks.ipynb #f903efa2
+# %% ../notebooks/04_blocks.ipynb #66147629
 class Block(nn.Module):
     """Pre-norm Transformer block: x + attention(LN(x)), then x + MLP(LN(x)). (B, T, C) -> (B, T, C)."""
 

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ["CharTokenizer", "check_token_ids", "Embeddings"]
 
-# %% ../notebooks/02_embeddings.ipynb #dd2dfa20
+# %% ../notebooks/02_embeddings.ipynb #cfac7b18
 import json
 import os
 import tempfile
@@ -16,7 +16,7 @@ from torch import nn
 from .config import GPTConfig
 
 
-# %% ../notebooks/02_embeddings.ipynb #f2e3f416
+# %% ../notebooks/02_embeddings.ipynb #96713ca3
 class CharTokenizer:
     """Characters <-> token ids. The vocabulary is a list of distinct characters; id = index."""
 
@@ -99,7 +99,7 @@ class CharTokenizer:
         return cls.from_dict(data)
 
 
-# %% ../notebooks/02_embeddings.ipynb #3dbe10ce
+# %% ../notebooks/02_embeddings.ipynb #a6f22367
 def check_token_ids(idx: torch.Tensor, config: GPTConfig, start_pos: int = 0) -> None:
     """Raise a clear error unless `idx` is a (B, T) integer tensor of ids that fits the model."""
     if not isinstance(idx, torch.Tensor):
@@ -107,10 +107,13 @@ def check_token_ids(idx: torch.Tensor, config: GPTConfig, start_pos: int = 0) ->
     if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
         raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}; convert with idx.long()")
     if idx.dim() != 2:
-        raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}; add a batch dimension with idx[None]")
+        fix = "add a batch dimension with idx[None]" if idx.dim() == 1 else "reshape it to (B, T)"
+        raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}; {fix}")
+    if start_pos < 0:
+        raise ValueError(f"start_pos must be >= 0, got {start_pos}")
     T = idx.size(1)
-    if T == 0:
-        raise ValueError("idx has no tokens (T = 0); give at least one token")
+    if idx.numel() == 0:
+        raise ValueError(f"idx has no tokens (shape {tuple(idx.shape)}); give at least one token per sequence")
     if start_pos + T > config.block_size:
         if start_pos:
             raise ValueError(
@@ -130,7 +133,7 @@ def check_token_ids(idx: torch.Tensor, config: GPTConfig, start_pos: int = 0) ->
         )
 
 
-# %% ../notebooks/02_embeddings.ipynb #138fecea
+# %% ../notebooks/02_embeddings.ipynb #6215131e
 class Embeddings(nn.Module):
     """Token embedding + learned position embedding, then dropout: idx (B, T) -> (B, T, C)."""
 

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ["GPT", "next_token_loss"]
 
-# %% ../notebooks/05_gpt.ipynb #84f662dc
+# %% ../notebooks/05_gpt.ipynb #95418d20
 import math
 
 import torch
@@ -15,7 +15,7 @@ from .config import GPTConfig
 from .embeddings import Embeddings
 
 
-# %% ../notebooks/05_gpt.ipynb #5fe6cf60
+# %% ../notebooks/05_gpt.ipynb #7ee9d372
 class GPT(nn.Module):
     """A GPT: token ids (B, T) -> next-token logits (B, T, V)."""
 
@@ -98,7 +98,7 @@ class GPT(nn.Module):
         return cls.from_hf(hf_model)
 
 
-# %% ../notebooks/05_gpt.ipynb #fd84901d
+# %% ../notebooks/05_gpt.ipynb #00476273
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of predicting targets (B, T) from logits (B, T, V), in nats per token."""
     if logits.shape[:-1] != targets.shape:
