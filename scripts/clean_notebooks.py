@@ -1,5 +1,5 @@
-"""Strip noisy metadata from notebooks (nbdev's clean_nb) but keep execution counts,
-which nbval needs to tell run cells from unrun ones. Usage: python scripts/clean_notebooks.py NB..."""
+"""Strip noisy metadata from notebooks (nbdev's clean_nb and saved widget state) but keep execution
+counts, which nbval needs to tell run cells from unrun ones. Usage: python scripts/clean_notebooks.py NB..."""
 
 import sys
 
@@ -10,6 +10,7 @@ for path in sys.argv[1:]:
     nb = nbformat.read(path, as_version=4)
     counts = [cell.get("execution_count") for cell in nb.cells]
     clean_nb(nb, allowed_cell_metadata_keys=["jupyter", "tags"], clean_ids=False)
+    nb.metadata.pop("widgets", None)  # saved widget state (e.g. a tqdm bar's) is volatile; outputs keep a text view
     for cell, count in zip(nb.cells, counts, strict=True):
         if cell.cell_type == "code":
             cell.execution_count = count

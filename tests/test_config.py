@@ -1,5 +1,8 @@
 import dataclasses
 import json
+import os
+import stat
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +11,7 @@ from torch import nn
 from tinytorch.config import (
     PRESETS,
     GPTConfig,
+    atomic_write,
     count_parameters,
     estimate_flops_per_token,
     estimate_parameters,
@@ -105,3 +109,28 @@ def test_count_parameters_counts_shared_tensors_once():
     assert count_parameters(model) == 16 + 4 + 4
     first.bias.requires_grad_(False)
     assert count_parameters(model) == 16 + 4
+
+
+def test_atomic_write_replaces_the_file_with_normal_permissions(tmp_path):
+    target = tmp_path / "out.txt"
+    atomic_write(target, lambda tmp: Path(tmp).write_text("one"))
+    atomic_write(target, lambda tmp: Path(tmp).write_text("two"))
+    assert target.read_text() == "two"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("precious")
+
+    def crash(tmp):
+        Path(tmp).write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, crash)
+    assert target.read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]

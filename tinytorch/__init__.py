@@ -8,6 +8,7 @@ from tinytorch.blocks import MLP, Block, LayerNorm
 from tinytorch.config import (
     PRESETS,
     GPTConfig,
+    atomic_write,
     count_parameters,
     estimate_flops_per_token,
     estimate_parameters,
@@ -15,7 +16,9 @@ from tinytorch.config import (
     set_seed,
 )
 from tinytorch.embeddings import CharTokenizer, Embeddings
+from tinytorch.generation import KVCache, complete, generate, load_pretrained, stream_text
 from tinytorch.gpt import GPT, next_token_loss
+from tinytorch.training import TrainConfig, load_checkpoint, save_checkpoint, shakespeare, train
 
 __version__ = "0.1.0"
 
@@ -28,11 +31,22 @@ __all__ = [
     "CharTokenizer",
     "Embeddings",
     "GPTConfig",
+    "KVCache",
     "LayerNorm",
+    "TrainConfig",
+    "atomic_write",
+    "complete",
     "count_parameters",
     "estimate_flops_per_token",
     "estimate_parameters",
+    "generate",
     "get_device",
+    "load_checkpoint",
+    "load_pretrained",
     "next_token_loss",
+    "save_checkpoint",
     "set_seed",
+    "shakespeare",
+    "stream_text",
+    "train",
 ]

@@ -28,7 +28,7 @@ def train(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from tinytorch import GPT, CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
-    from tinytorch.training import TrainConfig, shakespeare
+    from tinytorch.training import TrainConfig, save_checkpoint, shakespeare
     from tinytorch.training import train as run_training
 
     out = Path(args.out) / "checkpoint.safetensors"
@@ -54,6 +54,7 @@ def train(args: argparse.Namespace) -> None:
             min_lr=args.min_lr if args.min_lr is not None else args.lr / 10,
             warmup_steps=min(args.warmup, args.steps),
             eval_interval=args.eval_interval,
+            eval_batches=args.eval_batches,
             seed=args.seed,
         )
         train_text, val_text = shakespeare()
@@ -69,11 +70,15 @@ def train(args: argparse.Namespace) -> None:
         start = time.perf_counter()
         history = run_training(model, tokenizer, train_ids, val_ids, cfg, out=out, resume=args.resume)
         if rank == 0:
+            weights = out.with_name("model.safetensors")  # for sampling: weights only, in float16
+            save_checkpoint(
+                weights, model, tokenizer, cfg.max_steps, train_config=cfg, history=history, dtype=torch.float16
+            )
             last = history[-1]
             tokens = cfg.max_steps * cfg.grad_accum * cfg.batch_size * world * config.block_size
             print(
                 f"step {last['step']}: train loss {last['train']:.4f}, val loss {last['val']:.4f}; "
-                f"{tokens:,} tokens seen; this run took {time.perf_counter() - start:.0f} s; saved {out}"
+                f"{tokens:,} tokens seen; this run took {time.perf_counter() - start:.0f} s; saved {out} and {weights}"
             )
     finally:
         if dist.is_initialized():
@@ -111,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         "train",
         help="train a GPT on Shakespeare's plays",
         description="Train a GPT on Shakespeare's plays (validation: Othello, Richard II, The Tempest, Twelfth "
-        "Night) and save a checkpoint at every evaluation. Runs under `torchrun --nproc_per_node=N` too.",
+        "Night). Saves OUT/checkpoint.safetensors (to --resume) at every evaluation and OUT/model.safetensors "
+        "(float16 weights for `tinytorch complete --checkpoint`) at the end. Runs under torchrun too.",
     )
     p.add_argument(
         "--preset", default="shakespeare", help="model preset: tiny, shakespeare, gpt2 (default: shakespeare)"
@@ -123,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-lr", type=float, default=None, help="final learning rate (default: lr / 10)")
     p.add_argument("--warmup", type=int, default=100, help="warmup steps (default: 100)")
     p.add_argument("--eval-interval", type=int, default=250, help="steps between evaluations and saves (default: 250)")
+    p.add_argument("--eval-batches", type=int, default=20, help="fixed batches per evaluation (default: 20)")
     p.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
     p.add_argument("--out", default="runs/shakespeare", help="output directory (default: runs/shakespeare)")

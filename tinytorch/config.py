@@ -7,17 +7,18 @@ __all__ = [
     "set_seed",
     "get_device",
     "count_parameters",
+    "atomic_write",
     "estimate_parameters",
     "estimate_flops_per_token",
 ]
 
-# %% ../notebooks/01_utilities.ipynb #fe96a606
+# %% ../notebooks/01_utilities.ipynb #afb3d6f9
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
-    "shakespeare": dict(vocab_size=72, block_size=256, n_layer=6, n_head=6, n_embd=192),
+    "shakespeare": dict(vocab_size=76, block_size=256, n_layer=6, n_head=6, n_embd=192),
     "gpt2": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768),
 }
 
@@ -74,7 +75,7 @@ class GPTConfig:
         return cls(**data)
 
 
-# %% ../notebooks/01_utilities.ipynb #2d27d340
+# %% ../notebooks/01_utilities.ipynb #df7cf643
 import random
 
 import torch
@@ -103,7 +104,30 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-# %% ../notebooks/01_utilities.ipynb #833654ef
+# %% ../notebooks/01_utilities.ipynb #6e9591f6
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call write(tmp) on a temporary file next to `path`, then rename it to `path`: all or nothing."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private; give it the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # a failed write leaves the previous file untouched
+        raise
+
+
+# %% ../notebooks/01_utilities.ipynb #2405dc91
 def estimate_parameters(config: GPTConfig) -> int:
     """Parameters of `GPT(config)`, counted from the config alone (tied output layer)."""
     C, L = config.n_embd, config.n_layer

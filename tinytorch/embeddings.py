@@ -3,20 +3,18 @@
 # %% auto #0
 __all__ = ["CharTokenizer", "check_token_ids", "Embeddings"]
 
-# %% ../notebooks/02_embeddings.ipynb #cfac7b18
+# %% ../notebooks/02_embeddings.ipynb #f8d8aa2c
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import GPTConfig
+from .config import GPTConfig, atomic_write
 
 
-# %% ../notebooks/02_embeddings.ipynb #96713ca3
+# %% ../notebooks/02_embeddings.ipynb #039c0229
 class CharTokenizer:
     """Characters <-> token ids. The vocabulary is a list of distinct characters; id = index."""
 
@@ -79,12 +77,9 @@ class CharTokenizer:
         return cls(data["chars"])
 
     def save(self, path: str | Path) -> None:
-        """Write the vocabulary to a JSON file (atomically: a temporary file, then a rename)."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, ensure_ascii=False)
-        os.replace(tmp, path)
+        """Write the vocabulary to a JSON file, atomically (chapter 01's `atomic_write`)."""
+        text = json.dumps(self.to_dict(), ensure_ascii=False)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, path: str | Path) -> "CharTokenizer":
@@ -99,7 +94,7 @@ class CharTokenizer:
         return cls.from_dict(data)
 
 
-# %% ../notebooks/02_embeddings.ipynb #a6f22367
+# %% ../notebooks/02_embeddings.ipynb #b5ea1709
 def check_token_ids(idx: torch.Tensor, config: GPTConfig, start_pos: int = 0) -> None:
     """Raise a clear error unless `idx` is a (B, T) integer tensor of ids that fits the model."""
     if not isinstance(idx, torch.Tensor):
@@ -133,7 +128,7 @@ def check_token_ids(idx: torch.Tensor, config: GPTConfig, start_pos: int = 0) ->
         )
 
 
-# %% ../notebooks/02_embeddings.ipynb #6215131e
+# %% ../notebooks/02_embeddings.ipynb #102fcaf0
 class Embeddings(nn.Module):
     """Token embedding + learned position embedding, then dropout: idx (B, T) -> (B, T, C)."""
 
