@@ -10,6 +10,7 @@ from torch.testing import assert_close
 
 from tinytorch.blocks import MLP, Block, LayerNorm
 from tinytorch.config import GPTConfig, count_parameters
+from tinytorch.generation import LayerKVCache
 
 C, NH, BLOCK_SIZE = 32, 4, 16  # n_embd, n_head and block_size of the test blocks
 
@@ -42,18 +43,6 @@ def zero_output_projections(block: Block) -> None:
             projection.weight.zero_()
             if projection.bias is not None:
                 projection.bias.zero_()
-
-
-class ConcatCache:
-    """A minimal duck-typed KV cache: keeps every key and value seen so far."""
-
-    def __init__(self):
-        self.k = self.v = None
-
-    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)  # (B, nh, Tk, hs)
-        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
-        return self.k, self.v
 
 
 # LayerNorm
@@ -212,7 +201,7 @@ def test_block_parameter_count_is_12c2_plus_13c(n_embd, n_head):
 def test_block_with_kv_cache_one_token_at_a_time_matches_full_forward():
     block = make_block()
     x = randn(2, 10, C, seed=10)
-    cache = ConcatCache()
+    cache = LayerKVCache(batch_size=2, n_head=NH, block_size=BLOCK_SIZE, head_size=C // NH)  # chapter 07's cache
     steps = [block(x[:, i : i + 1], kv_cache=cache) for i in range(10)]
     assert_close(torch.cat(steps, dim=1), block(x))
-    assert cache.k.shape == (2, NH, 10, C // NH)
+    assert cache.length == 10
