@@ -1,6 +1,7 @@
 """tinytorch: a small GPT built from scratch in PyTorch, one notebook per chapter.
 
 The modules are generated from the notebooks (see README); this file only re-exports.
+`tinytorch.viz` (the attention explorer) is not re-exported: it needs matplotlib and ipywidgets (dev extra).
 """
 
 from tinytorch.attention import CausalSelfAttention
