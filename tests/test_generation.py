@@ -17,7 +17,7 @@ from tinytorch.generation import (
     top_k_filter,
     top_p_filter,
 )
-from tinytorch.gpt import GPT
+from tinytorch.gpt import GPT, next_token_loss
 
 CONFIG = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -182,3 +182,12 @@ def test_cli_complete_reports_a_missing_checkpoint(tmp_path):
     command = [sys.executable, "-m", "tinytorch", "complete", "ROMEO:", "--checkpoint", str(tmp_path / "none")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "no checkpoint at" in result.stderr
+
+
+def test_generated_ids_can_be_trained_on(model):
+    out = generate(model, torch.zeros(1, 3, dtype=torch.long), 10, do_sample=False)
+    assert not out.is_inference()  # decoding runs under inference_mode, its result is an ordinary tensor
+    model.train()
+    next_token_loss(model(out[:, :-1]), out[:, 1:]).backward()
+    model.zero_grad()
+    model.eval()
