@@ -205,3 +205,12 @@ def test_block_with_kv_cache_one_token_at_a_time_matches_full_forward():
     steps = [block(x[:, i : i + 1], kv_cache=cache) for i in range(10)]
     assert_close(torch.cat(steps, dim=1), block(x))
     assert cache.length == 10
+
+
+def test_block_can_return_its_attention_weights():
+    block = make_block()
+    x = randn(2, 10, C, seed=11)
+    y, weights = block(x, return_weights=True)
+    assert_close(y, block(x))
+    assert weights.shape == (2, NH, 10, 10)
+    assert_close(weights.sum(-1), torch.ones(2, NH, 10))

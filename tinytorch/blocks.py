@@ -54,7 +54,10 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, kv_cache=None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache=kv_cache)  # tokens exchange information
+    def forward(self, x: torch.Tensor, kv_cache=None, return_weights: bool = False):
+        """x (B, T, C); with return_weights=True, (x, attention weights (B, nh, T, Tk)) for the explorer."""
+        attended = self.attn(self.ln_1(x), kv_cache=kv_cache, return_weights=return_weights)
+        y, weights = attended if return_weights else (attended, None)
+        x = x + y  # tokens exchange information
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
-        return x
+        return (x, weights) if return_weights else x

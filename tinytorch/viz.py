@@ -33,9 +33,7 @@ def _forward_with_weights(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, 
             x = model.embeddings(idx)  # (1, T, C)
             maps = []
             for block in model.blocks:
-                y, weights = block.attn(block.ln_1(x), return_weights=True)  # (1, T, C), (1, nh, T, T)
-                x = x + y
-                x = x + block.mlp(block.ln_2(x))  # (1, T, C)
+                x, weights = block(x, return_weights=True)  # (1, T, C), (1, nh, T, T)
                 maps.append(weights[0])  # (nh, T, T)
     finally:
         model.train(was_training)
