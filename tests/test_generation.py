@@ -191,3 +191,10 @@ def test_generated_ids_can_be_trained_on(model):
     next_token_loss(model(out[:, :-1]), out[:, 1:]).backward()
     model.zero_grad()
     model.eval()
+
+
+def test_cli_complete_into_a_closed_pipe_is_quiet():
+    command = f'"{sys.executable}" -m tinytorch complete "ROMEO:" --max-new-tokens 200 --seed 1 | head -c 10'
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
+    assert result.stdout.startswith("ROMEO:") and len(result.stdout) == 10
+    assert "Traceback" not in result.stderr

@@ -102,6 +102,8 @@ def complete(args: argparse.Namespace) -> None:
             print()
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
+    except BrokenPipeError:  # the reader went away, e.g. `tinytorch complete ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
 
 
 def main(argv: list[str] | None = None) -> None:
