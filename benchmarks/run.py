@@ -1,0 +1,381 @@
+"""tinytorch's benchmarks: speed and memory against references measured in the same run, and what
+more training time buys.
+
+    python benchmarks/run.py                    # both sections, about 50 minutes on 2 cores
+    python benchmarks/run.py speed              # about 4 minutes: writes benchmarks/speed.md and speed.png
+    python benchmarks/run.py quality --minutes 2 10 30   # writes benchmarks/quality.md and quality.png
+
+Speed: contenders are interleaved round by round so that both see the same machine state; each number
+is the median over rounds. Targets: training >= 1.2x transformers; cached generation >= 1.5x
+transformers `generate`; cached >= 10x uncached at 1000 new tokens; the course re-executes in <= 3 min.
+Quality: the shipped model's recipe trained from scratch for each time budget, its learning-rate
+schedule fitted to the budget, validation loss against training time (evaluations not counted).
+"""
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from tinytorch.config import GPTConfig, estimate_flops_per_token
+from tinytorch.generation import KVCache, generate
+from tinytorch.gpt import GPT, next_token_loss
+from tinytorch.training import TrainConfig, make_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUNDS = 5
+
+
+def hf_model(config: GPTConfig):
+    """A transformers GPT-2 with the same shape, random weights, no dropout."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf_config = GPT2Config(
+        vocab_size=config.vocab_size,
+        n_positions=config.block_size,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=config.vocab_size - 1,
+        eos_token_id=config.vocab_size - 1,
+    )
+    return GPT2LMHeadModel(hf_config)
+
+
+def time_call(fn, repeat: int) -> float:
+    """Seconds per call of fn, after one warm-up call."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (time.perf_counter() - start) / repeat
+
+
+def training_step(model, optimizer, x, y, hf: bool):
+    def step():
+        logits = model(x).logits if hf else model(x)
+        next_token_loss(logits, y).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_training(config: GPTConfig, batch_size: int) -> dict:
+    torch.manual_seed(0)
+    ours = GPT(config)
+    theirs = hf_model(config).train()
+    x = torch.randint(0, config.vocab_size, (batch_size, config.block_size))
+    y = torch.randint(0, config.vocab_size, (batch_size, config.block_size))
+    steps = {
+        "tinytorch": training_step(ours, make_optimizer(ours, TrainConfig()), x, y, hf=False),
+        "transformers": training_step(theirs, make_optimizer(theirs, TrainConfig()), x, y, hf=True),
+    }
+    times = {name: [] for name in steps}
+    for _ in range(ROUNDS):
+        for name, step in steps.items():
+            times[name].append(time_call(step, repeat=3))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_generation(config: GPTConfig, new_tokens: int) -> dict:
+    torch.manual_seed(0)
+    theirs = hf_model(config).eval()
+    ours = GPT.from_hf(theirs).eval()
+    prompt = torch.randint(0, config.vocab_size - 1, (1, 10))
+    runs = {
+        "tinytorch, KV cache": lambda: generate(ours, prompt, new_tokens, do_sample=False, use_cache=True),
+        "tinytorch, no cache": lambda: generate(ours, prompt, new_tokens, do_sample=False, use_cache=False),
+        "transformers generate": lambda: theirs.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=config.vocab_size - 1,
+        ),
+    }
+    rounds = 3 if new_tokens <= 256 else 1
+    times = {name: [] for name in runs}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for name, run in runs.items():
+                times[name].append(time_call(run, repeat=1))
+    return {name: new_tokens / statistics.median(t) for name, t in times.items()}  # tokens per second
+
+
+def matmul_peak() -> float:
+    """FLOP/s of a large float32 matrix product on this machine: the ceiling for MFU."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    seconds = min(time_call(lambda: a @ b, repeat=5) for _ in range(3))
+    return 2 * 2048**3 / seconds
+
+
+PEAK_MEMORY_SCRIPT = """
+import resource, sys, torch
+from tinytorch.config import GPTConfig
+from tinytorch.gpt import GPT, next_token_loss
+from tinytorch.training import TrainConfig, make_optimizer
+B = int(sys.argv[1])
+config = GPTConfig.from_preset("shakespeare")
+model = GPT(config)
+optimizer = make_optimizer(model, TrainConfig())
+x = torch.randint(0, config.vocab_size, (B, config.block_size))
+before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()
+next_token_loss(model(x), x).backward()
+optimizer.step()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(peak - before)
+"""
+
+
+def peak_training_memory(batch_size: int) -> int:
+    """Bytes a first training step adds to the process at its peak (activations, gradients, Adam state)."""
+    command = [sys.executable, "-c", PEAK_MEMORY_SCRIPT, str(batch_size)]
+    return int(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+
+
+def course_seconds() -> float:
+    """Wall time of re-executing every notebook under nbval."""
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "pytest", "-q", "notebooks/"]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def machine() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, float32 on CPU"
+    )
+
+
+def speed() -> None:
+    """Items 1-4 and 6 of the benchmark issue: writes benchmarks/speed.md and speed.png."""
+    torch.manual_seed(0)
+    shakespeare = GPTConfig.from_preset("shakespeare")
+    long_context = GPTConfig(vocab_size=76, block_size=1024, n_layer=6, n_head=6, n_embd=192)
+    lines = [
+        f"Machine: {machine()}. Command: `python benchmarks/run.py speed`.",
+        "",
+        "| what | tinytorch | reference | ratio | target |",
+        "|---|---|---|---|---|",
+    ]
+    bars = []  # (label, ratio, target) for the plot
+
+    train = bench_training(shakespeare, batch_size=8)
+    tokens = 8 * shakespeare.block_size
+    ratio = train["transformers"] / train["tinytorch"]
+    bars.append(("training step\nvs transformers", ratio, 1.2))
+    lines.append(
+        f"| training step, shakespeare preset, 8x256 | {train['tinytorch'] * 1000:.0f} ms "
+        f"({tokens / train['tinytorch']:,.0f} tok/s) | transformers {train['transformers'] * 1000:.0f} ms "
+        f"({tokens / train['transformers']:,.0f} tok/s) | {ratio:.2f}x | >= 1.2x |"
+    )
+
+    peak = matmul_peak()
+    achieved = estimate_flops_per_token(shakespeare) * tokens / train["tinytorch"]
+    lines.append(
+        f"| model FLOPs utilization | {achieved / 1e9:.1f} GFLOP/s | 2048² matmul peak {peak / 1e9:.1f} GFLOP/s "
+        f"| {achieved / peak:.0%} | |"
+    )
+
+    for new in (256, 1000):
+        speed = bench_generation(long_context, new)
+        cached, uncached, hf = (
+            speed["tinytorch, KV cache"],
+            speed["tinytorch, no cache"],
+            speed["transformers generate"],
+        )
+        bars.append((f"generation, {new} tokens\nvs transformers", cached / hf, 1.5))
+        lines.append(
+            f"| greedy generation, 10 + {new} tokens, cache | {cached:,.0f} tok/s | transformers {hf:,.0f} tok/s "
+            f"| {cached / hf:.2f}x | >= 1.5x |"
+        )
+        if new == 1000:
+            bars.append((f"generation, {new} tokens\nKV cache vs none", cached / uncached, 10.0))
+        lines.append(
+            f"| greedy generation, 10 + {new} tokens, cache vs none | {cached:,.0f} tok/s | no cache "
+            f"{uncached:,.0f} tok/s | {cached / uncached:.1f}x | {'>= 10x' if new == 1000 else ''} |"
+        )
+
+    memory = peak_training_memory(batch_size=8)
+    weights = sum(p.numel() for p in GPT(shakespeare).parameters()) * 4
+    lines.append(
+        f"| peak memory added by a training step, 8x256 | {memory / 2**20:.0f} MiB | weights alone "
+        f"{weights / 2**20:.1f} MiB | | |"
+    )
+    cache = KVCache(long_context, batch_size=1)
+    formula = 2 * long_context.n_layer * 1 * long_context.block_size * long_context.n_embd * 4
+    lines.append(
+        f"| KV cache, 1 sequence of 1024 | {cache.memory_bytes() / 2**20:.2f} MiB | formula {formula / 2**20:.2f} MiB "
+        f"| {cache.memory_bytes() / formula:.2f}x | 1.00x |"
+    )
+
+    seconds = course_seconds()
+    bars.append(("whole course (nbval)\n180 s / time taken", 180 / seconds, 1.0))
+    lines.append(f"| re-executing the whole course (nbval) | {seconds:.0f} s | | | <= 180 s |")
+    write_section("speed", lines)
+    plot_speed(bars)
+
+
+def plot_speed(bars: list) -> None:
+    """Each ratio as a bar, its target as a black tick: a bar past its tick meets the target."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels = [label for label, _, _ in bars]
+    y = range(len(bars))
+    ax.barh(y, [r for _, r, _ in bars], color=["tab:green" if r >= t else "tab:red" for _, r, t in bars])
+    ax.scatter([t for _, _, t in bars], y, marker="|", s=600, color="black", label="target", zorder=3)
+    for i, (_, ratio, _) in enumerate(bars):
+        ax.annotate(f"{ratio:.2f}x", (ratio, i), xytext=(4, 0), textcoords="offset points", va="center")
+    ax.set_xscale("log")
+    ax.set_xlim(0.8, 40)
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ratio (higher is better), log scale")
+    ax.set_title(f"tinytorch against references, same run ({torch.get_num_threads()} CPU threads)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(ROOT / "benchmarks" / "speed.png", dpi=110)
+
+
+def timed_train(model, tokenizer, train_ids, val_ids, cfg) -> list[dict]:
+    """tinytorch.training.train, with "minutes" of training (evaluations not counted) in each record."""
+    from tinytorch import training
+
+    evaluate, start, spent = training.evaluate, time.perf_counter(), 0.0
+    marks = []  # training minutes at each evaluation (train() evaluates the train, then the val batches)
+
+    def timed_evaluate(model, batches):
+        nonlocal spent
+        began = time.perf_counter()
+        marks.append((began - start - spent) / 60)
+        loss = evaluate(model, batches)
+        spent += time.perf_counter() - began
+        return loss
+
+    training.evaluate = timed_evaluate
+    try:
+        history = training.train(model, tokenizer, train_ids, val_ids, cfg, progress=False)
+    finally:
+        training.evaluate = evaluate
+    return [{**record, "minutes": minutes} for record, minutes in zip(history, marks[::2], strict=True)]
+
+
+def quality(budgets: list[float]) -> None:
+    """Item 5: validation loss of the shipped recipe after each training-time budget; quality.md and .png."""
+    from tinytorch.embeddings import CharTokenizer
+    from tinytorch.generation import PRETRAINED
+    from tinytorch.training import load_checkpoint, shakespeare
+
+    shipped = load_checkpoint(PRETRAINED).meta["train_config"]
+    train_text, val_text = shakespeare()
+    tokenizer = CharTokenizer.from_text(train_text + val_text)
+    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
+    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
+    config = GPTConfig.from_preset("shakespeare")
+
+    def recipe(steps: int, evaluations: int) -> TrainConfig:  # the shipped model's, for another number of steps
+        interval = max(1, steps // evaluations)
+        return TrainConfig(
+            **{**shipped, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval}
+        )
+
+    torch.manual_seed(shipped["seed"])
+    calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(50, 1))
+    minutes_per_step = calibration[-1]["minutes"] / 50  # then updated to the pace of each run
+    lines = [
+        f"Machine: {machine()}. Command: `python benchmarks/run.py quality --minutes "
+        f"{' '.join(f'{m:g}' for m in budgets)}`.",
+        "",
+        f"The shakespeare preset ({count(config)} parameters) trained from scratch with the shipped model's recipe "
+        f"(batch {shipped['batch_size']}x{config.block_size}, lr {shipped['lr']:g}, cosine to {shipped['min_lr']:g}), "
+        f"its number of steps fitted to each budget at the pace measured just before. "
+        f"Validation: {shipped['eval_batches']} fixed batches of the four held-out plays. "
+        f"Training time excludes the evaluations.",
+        "",
+        "| budget | steps | characters seen | training time | train loss | val loss |",
+        "|---|---|---|---|---|---|",
+    ]
+    runs = {}
+    for budget in budgets:
+        steps = max(1, round(budget / minutes_per_step))
+        torch.manual_seed(shipped["seed"])
+        history = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(steps, 12))
+        runs[budget] = history
+        last = history[-1]
+        minutes_per_step = last["minutes"] / steps
+        seen = steps * shipped["batch_size"] * config.block_size
+        lines.append(
+            f"| {budget:g} min | {steps:,} | {seen / 1e6:.2f}M | {last['minutes']:.1f} min | {last['train']:.3f} "
+            f"| {last['val']:.3f} |"
+        )
+        print(lines[-1], flush=True)
+    write_section("quality", lines)
+    plot_quality(runs)
+
+
+def count(config: GPTConfig) -> str:
+    return f"{sum(p.numel() for p in GPT(config).parameters()) / 1e6:.2f}M"
+
+
+def plot_quality(runs: dict) -> None:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for budget, history in runs.items():
+        ax.plot([r["minutes"] for r in history], [r["val"] for r in history], marker="o", ms=3, label=f"{budget:g} min")
+        ax.annotate(
+            f"{history[-1]['val']:.2f}",
+            (history[-1]["minutes"], history[-1]["val"]),
+            xytext=(3, 4),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("training time (minutes, log scale; evaluations not counted)")
+    ax.set_ylabel("validation loss (nats per character)")
+    ax.set_title("What more compute buys: one run per budget, schedule fitted to it")
+    ax.legend(title="budget")
+    fig.tight_layout()
+    fig.savefig(ROOT / "benchmarks" / "quality.png", dpi=110)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_section(name: str, lines: list[str]) -> None:
+    text = "\n".join(lines) + "\n"
+    (ROOT / "benchmarks" / f"{name}.md").write_text(text)
+    print(text, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sections", nargs="*", choices=["speed", "quality"], default=["speed", "quality"])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[2, 10, 30], help="training budgets")
+    args = parser.parse_args()
+    if "speed" in args.sections:
+        speed()
+    if "quality" in args.sections:
+        quality(args.minutes)
+
+
+if __name__ == "__main__":
+    main()
