@@ -1,9 +1,9 @@
 """tinytorch's benchmarks: speed and memory against references measured in the same run, and what
 more training time buys.
 
-    python benchmarks/run.py                    # both sections, about 50 minutes on 2 cores
+    python benchmarks/run.py                    # both sections, about 55 minutes on 2 cores
     python benchmarks/run.py speed              # about 4 minutes: writes benchmarks/speed.md and speed.png
-    python benchmarks/run.py quality --minutes 2 10 30   # writes benchmarks/quality.md and quality.png
+    python benchmarks/run.py quality --minutes 2 10 30   # about 50 minutes: quality.md and quality.png
 
 Speed: contenders are interleaved round by round so that both see the same machine state; each number
 is the median over rounds. Targets: training >= 1.2x transformers; cached generation >= 1.5x
@@ -375,10 +375,12 @@ def write_section(name: str, lines: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", choices=["speed", "quality"], default=["speed", "quality"])
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 10, 30], help="training budgets")
     args = parser.parse_args()
+    if any(m <= 0 for m in args.minutes):
+        parser.error(f"--minutes takes training budgets in minutes > 0, got {args.minutes}; e.g. --minutes 2 10 30")
     if "speed" in args.sections:
         speed()
     if "quality" in args.sections:
