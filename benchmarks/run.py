@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from tinytorch.config import GPTConfig, estimate_flops_per_token
+from tinytorch.config import GPTConfig, count_parameters, estimate_flops_per_token
 from tinytorch.generation import KVCache, generate
 from tinytorch.gpt import GPT, next_token_loss
 from tinytorch.training import TrainConfig, make_optimizer
@@ -109,16 +109,15 @@ def bench_generation(config: GPTConfig, new_tokens: int) -> dict:
         }
 
     times = {name: [] for name in contenders(new_tokens)}
-    with torch.no_grad():
-        for run in contenders(8).values():
-            run()  # untimed: first-call costs are not decoding speed
-        for round in range(7 if new_tokens <= 256 else 3):
-            for name, run in contenders(new_tokens).items():
-                if name == "tinytorch, no cache" and new_tokens > 256 and round > 0:
-                    continue  # 1000 tokens without the cache take about 40 s: timed once
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
+    for run in contenders(8).values():
+        run()  # untimed: first-call costs are not decoding speed
+    for i in range(7 if new_tokens <= 256 else 3):
+        for name, run in contenders(new_tokens).items():
+            if name == "tinytorch, no cache" and new_tokens > 256 and i > 0:
+                continue  # 1000 tokens without the cache take about 40 s: timed once
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
     return {name: new_tokens / statistics.median(t) for name, t in times.items()}  # tokens per second
 
 
@@ -199,11 +198,11 @@ def speed() -> None:
     )
 
     for new in (256, 1000):
-        speed = bench_generation(long_context, new)
+        rates = bench_generation(long_context, new)
         cached, uncached, hf = (
-            speed["tinytorch, KV cache"],
-            speed["tinytorch, no cache"],
-            speed["transformers generate"],
+            rates["tinytorch, KV cache"],
+            rates["tinytorch, no cache"],
+            rates["transformers generate"],
         )
         bars.append((f"generation, {new} tokens\nvs transformers", cached / hf, 1.5))
         lines.append(
@@ -218,7 +217,7 @@ def speed() -> None:
         )
 
     memory = peak_training_memory(batch_size=8)
-    weights = sum(p.numel() for p in GPT(shakespeare).parameters()) * 4
+    weights = count_parameters(GPT(shakespeare)) * 4  # float32
     lines.append(
         f"| peak memory added by a training step, 8x256 | {memory / 2**20:.0f} MiB | weights alone "
         f"{weights / 2**20:.1f} MiB | | |"
@@ -303,11 +302,13 @@ def quality(budgets: list[float]) -> None:
     torch.manual_seed(shipped["seed"])
     calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(50, 1))
     minutes_per_step = calibration[-1]["minutes"] / 50  # then updated to the pace of each run
+    parameters = count_parameters(GPT(config))
     lines = [
         f"Machine: {machine()}. Command: `python benchmarks/run.py quality --minutes "
         f"{' '.join(f'{m:g}' for m in budgets)}`.",
         "",
-        f"The shakespeare preset ({count(config)} parameters) trained from scratch with the shipped model's recipe "
+        f"The shakespeare preset ({parameters / 1e6:.2f}M parameters) trained from scratch "
+        f"with the shipped model's recipe "
         f"(batch {shipped['batch_size']}x{config.block_size}, lr {shipped['lr']:g}, cosine to {shipped['min_lr']:g}), "
         f"its number of steps fitted to each budget at the pace measured just before. "
         f"Validation: {shipped['eval_batches']} fixed batches of the four held-out plays. "
@@ -332,10 +333,6 @@ def quality(budgets: list[float]) -> None:
         print(lines[-1], flush=True)
     write_section("quality", lines)
     plot_quality(runs)
-
-
-def count(config: GPTConfig) -> str:
-    return f"{sum(p.numel() for p in GPT(config).parameters()) / 1e6:.2f}M"
 
 
 def plot_quality(runs: dict) -> None:
