@@ -13,6 +13,7 @@ schedule fitted to the budget, validation loss against training time (evaluation
 """
 
 import argparse
+import math
 import platform
 import statistics
 import subprocess
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from tinytorch.config import GPTConfig, count_parameters, estimate_flops_per_token
+from tinytorch.config import GPTConfig, count_parameters
 from tinytorch.generation import KVCache, generate
-from tinytorch.gpt import GPT, next_token_loss
+from tinytorch.gpt import GPT, estimate_flops_per_token, next_token_loss
 from tinytorch.training import TrainConfig, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,9 +283,10 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg) -> list[dict]:
 
 def quality(budgets: list[float]) -> None:
     """Item 5: validation loss of the shipped recipe after each training-time budget; quality.md and .png."""
+    from tinytorch.checkpoint import load_checkpoint
     from tinytorch.embeddings import CharTokenizer
     from tinytorch.generation import PRETRAINED
-    from tinytorch.training import load_checkpoint, shakespeare
+    from tinytorch.training import shakespeare
 
     shipped = load_checkpoint(PRETRAINED).meta["train_config"]
     train_text, val_text = shakespeare()
@@ -314,8 +316,8 @@ def quality(budgets: list[float]) -> None:
         f"Validation: {shipped['eval_batches']} fixed batches of the four held-out plays. "
         f"Training time excludes the evaluations.",
         "",
-        "| budget | steps | characters seen | training time | train loss | val loss |",
-        "|---|---|---|---|---|---|",
+        "| budget | steps | characters seen | training time | train loss | val loss | val bits/char | val perplexity |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     runs = {}
     for budget in budgets:
@@ -328,7 +330,7 @@ def quality(budgets: list[float]) -> None:
         seen = steps * shipped["batch_size"] * config.block_size
         lines.append(
             f"| {budget:g} min | {steps:,} | {seen / 1e6:.2f}M | {last['minutes']:.1f} min | {last['train']:.3f} "
-            f"| {last['val']:.3f} |"
+            f"| {last['val']:.3f} | {last['val'] / math.log(2):.2f} | {math.exp(last['val']):.2f} |"
         )
         print(lines[-1], flush=True)
     write_section("quality", lines)

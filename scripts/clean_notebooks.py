@@ -9,7 +9,7 @@ from nbdev.clean import clean_nb
 for path in sys.argv[1:]:
     nb = nbformat.read(path, as_version=4)
     counts = [cell.get("execution_count") for cell in nb.cells]
-    clean_nb(nb, allowed_cell_metadata_keys=["jupyter", "tags"], clean_ids=False)
+    clean_nb(nb, allowed_cell_metadata_keys=["jupyter", "tags", "nbgrader"], clean_ids=False)
     nb.metadata.pop("widgets", None)  # saved widget state (e.g. a tqdm bar's) is volatile; outputs keep a text view
     for cell, count in zip(nb.cells, counts, strict=True):
         if cell.cell_type == "code":

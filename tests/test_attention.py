@@ -94,6 +94,15 @@ def test_attention_weights_scale_scores_by_sqrt_head_size():
     assert_close(attention_weights(q, k), torch.softmax(scores, dim=-1))
 
 
+def explicit(layer: CausalSelfAttention, x: torch.Tensor, kv_cache=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The layer's explicit path: (y, the weights it keeps), with keep_weights switched on for one call."""
+    layer.keep_weights = True
+    try:
+        return layer(x, kv_cache), layer.weights
+    finally:
+        layer.keep_weights = False
+
+
 # CausalSelfAttention
 
 
@@ -104,7 +113,7 @@ def test_fast_path_equals_explicit_path(bias, B, T):
     x = randn(B, T, C, seed=T)
     with torch.no_grad():
         y_fast = layer(x)
-        y_explicit, weights = layer(x, return_weights=True)
+        y_explicit, weights = explicit(layer, x)
     assert weights.shape == (B, NH, T, T)
     assert_close(y_fast, y_explicit, atol=1e-6, rtol=1e-5)
 
@@ -117,7 +126,7 @@ def test_layer_matches_a_reference_built_from_torch_sdpa(bias):
         q, k, v = split_heads(layer, x)
         reference = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, nh, T, hs)
         reference = layer.proj(reference.transpose(1, 2).reshape(2, 9, C))
-        y_explicit, _ = layer(x, return_weights=True)
+        y_explicit, _ = explicit(layer, x)
         y_fast = layer(x)
     assert_close(y_explicit, reference)
     assert_close(y_fast, reference)
@@ -137,7 +146,7 @@ def test_outputs_before_t_ignore_inputs_from_t_on(data, B, T, seed):
     changed = x.clone()
     changed[:, t:] = randn(B, T - t, C, seed=seed + 1000)
     with torch.no_grad():
-        for run in (lambda inp: layer(inp), lambda inp: layer(inp, return_weights=True)[0]):
+        for run in (lambda inp: layer(inp), lambda inp: explicit(layer, inp)[0]):
             y, y_changed = run(x), run(changed)
             assert torch.equal(y[:, :t], y_changed[:, :t])
             assert not torch.allclose(y[:, t:], y_changed[:, t:])  # the change is visible from t on
@@ -150,7 +159,7 @@ def test_output_shape_is_input_shape_for_any_batch_and_length(B, T):
     x = randn(B, T, C)
     with torch.no_grad():
         y_fast = layer(x)
-        y_explicit, weights = layer(x, return_weights=True)
+        y_explicit, weights = explicit(layer, x)
     assert y_fast.shape == y_explicit.shape == (B, T, C)
     assert weights.shape == (B, NH, T, T)
 
@@ -160,8 +169,8 @@ def test_dropout_is_off_in_eval_mode():
     plain = make_attention(dropout=0.0)  # same seed, so the same weights
     x = randn(2, 8, C)
     with torch.no_grad():
-        for kwargs in ({}, {"return_weights": True}):
-            first, second, reference = (m(x, **kwargs) for m in (layer, layer, plain))
+        for path in (lambda m: m(x), lambda m: explicit(m, x)[0]):
+            first, second, reference = (path(m) for m in (layer, layer, plain))
             assert_close(first, second, rtol=0, atol=0)
             assert_close(first, reference)
         layer.train()  # the same layer in training mode does drop activations
@@ -176,14 +185,26 @@ def test_two_chunks_through_a_kv_cache_equal_one_full_pass(B, T, data):
     x = randn(B, T, C, seed=T)
     with torch.no_grad():
         full_fast = layer(x)
-        full_explicit, full_weights = layer(x, return_weights=True)
+        full_explicit, full_weights = explicit(layer, x)
         cache = ConcatCache()
         chunked_fast = torch.cat([layer(x[:, :split], kv_cache=cache), layer(x[:, split:], kv_cache=cache)], dim=1)
         assert cache.k.shape == (B, NH, T, HS)
         cache = ConcatCache()
-        first, _ = layer(x[:, :split], kv_cache=cache, return_weights=True)
-        second, second_weights = layer(x[:, split:], kv_cache=cache, return_weights=True)
+        first, _ = explicit(layer, x[:, :split], cache)
+        second, second_weights = explicit(layer, x[:, split:], cache)
     assert second_weights.shape == (B, NH, T - split, T)  # the new queries see all Tk = T keys
     assert_close(second_weights, full_weights[:, :, split:])
     assert_close(chunked_fast, full_fast, atol=1e-6, rtol=1e-5)
     assert_close(torch.cat([first, second], dim=1), full_explicit, atol=1e-6, rtol=1e-5)
+
+
+def test_keep_weights_keeps_the_last_weights_and_the_fast_path_keeps_none():
+    layer = make_attention()
+    x = randn(2, 6, C)
+    with torch.no_grad():
+        layer(x)
+        assert layer.weights is None  # the fast path computes no weights to keep
+        y, weights = explicit(layer, x)
+    assert weights.shape == (2, NH, 6, 6) and not weights.requires_grad
+    assert_close(weights.sum(dim=-1), torch.ones(2, NH, 6))
+    assert not layer.keep_weights

@@ -207,10 +207,12 @@ def test_block_with_kv_cache_one_token_at_a_time_matches_full_forward():
     assert cache.length == 10
 
 
-def test_block_can_return_its_attention_weights():
+def test_block_keeps_its_attention_weights_when_asked():
     block = make_block()
     x = randn(2, 10, C, seed=11)
-    y, weights = block(x, return_weights=True)
-    assert_close(y, block(x))
-    assert weights.shape == (2, NH, 10, 10)
-    assert_close(weights.sum(-1), torch.ones(2, NH, 10))
+    y_fast = block(x)
+    block.attn.keep_weights = True
+    y = block(x)
+    assert_close(y, y_fast)
+    assert block.attn.weights.shape == (2, NH, 10, 10)
+    assert_close(block.attn.weights.sum(-1), torch.ones(2, NH, 10))

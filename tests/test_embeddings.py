@@ -63,40 +63,15 @@ def test_decode_rejects_ids_outside_the_vocabulary(bad_id):
         TOKENIZER.decode([0, bad_id])
 
 
-def test_save_and_load_round_trip(tmp_path):
-    path = tmp_path / "tokenizer.json"
-    TOKENIZER.save(path)
-    loaded = CharTokenizer.load(path)
-    assert loaded.chars == TOKENIZER.chars
-    assert loaded.encode(TEXT) == TOKENIZER.encode(TEXT)
-    assert json.loads(path.read_text(encoding="utf-8")) == {"chars": TOKENIZER.chars}
-    assert [p.name for p in tmp_path.iterdir()] == ["tokenizer.json"]  # no temporary file left behind
-
-
-def test_non_ascii_characters_survive_save_and_load(tmp_path):
+def test_non_ascii_characters_survive_the_dict_round_trip_through_json():
     tokenizer = CharTokenizer.from_text("wherefore—art thou é")
-    tokenizer.save(tmp_path / "t.json")
-    assert CharTokenizer.load(tmp_path / "t.json").chars == tokenizer.chars
+    text = json.dumps(tokenizer.to_dict(), ensure_ascii=False)
+    assert CharTokenizer.from_dict(json.loads(text)).chars == tokenizer.chars
 
 
-def test_load_of_a_missing_file_names_the_path(tmp_path):
-    path = tmp_path / "nowhere.json"
-    with pytest.raises(FileNotFoundError, match="nowhere.json"):
-        CharTokenizer.load(path)
-
-
-def test_load_of_corrupt_json_is_a_value_error(tmp_path):
-    path = tmp_path / "corrupt.json"
-    path.write_text('{"chars": ["a", "b"', encoding="utf-8")
-    with pytest.raises(ValueError, match="not a valid tokenizer JSON file"):
-        CharTokenizer.load(path)
-
-
-def test_load_of_json_without_chars_is_a_value_error(tmp_path):
-    path = tmp_path / "other.json"
-    path.write_text('{"vocab": "abc"}', encoding="utf-8")
+def test_from_dict_without_chars_is_a_value_error():
     with pytest.raises(ValueError, match="'chars' list"):
-        CharTokenizer.load(path)
+        CharTokenizer.from_dict({"vocab": "abc"})
 
 
 def test_dict_round_trip():

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from tinytorch.config import GPTConfig, count_parameters, estimate_flops_per_token, estimate_parameters
+from tinytorch.config import GPTConfig, count_parameters
 from tinytorch.embeddings import CharTokenizer
-from tinytorch.gpt import GPT, next_token_loss
+from tinytorch.gpt import GPT, estimate_flops_per_token, estimate_parameters, next_token_loss
 
 SMALL = GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)
 
@@ -197,3 +197,19 @@ def test_model_memorizes_one_sentence():
     with torch.no_grad():
         predicted = model.eval()(ids[:, :-1]).argmax(dim=-1)  # (1, T): the next character at every position
     assert tokenizer.decode(predicted[0]) == line[1:]
+
+
+def test_gpt2_preset_has_124m_parameters():
+    assert estimate_parameters(GPTConfig.from_preset("gpt2")) == 124_439_808
+
+
+def test_estimate_without_bias_drops_every_bias_term():
+    config = GPTConfig()
+    C, L = config.n_embd, config.n_layer
+    biases = L * (2 * C + 3 * C + C + 4 * C + C) + C  # LayerNorm biases, attention, MLP, final LayerNorm
+    assert estimate_parameters(config) - estimate_parameters(dataclasses.replace(config, bias=False)) == biases
+
+
+def test_flops_estimate_follows_the_formula():
+    config = GPTConfig(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=4)
+    assert estimate_flops_per_token(config) == 6 * (2 * 12 * 16 + 10 * 4) + 12 * 2 * 8 * 4

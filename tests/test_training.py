@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tinytorch import training
+from tinytorch.checkpoint import load_checkpoint, save_checkpoint
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
@@ -18,10 +19,8 @@ from tinytorch.training import (
     fixed_batches,
     get_batch,
     get_lr,
-    load_checkpoint,
     make_optimizer,
     play_paths,
-    save_checkpoint,
     shakespeare,
     train,
 )
@@ -128,63 +127,12 @@ def test_training_lowers_the_loss(tokenizer, ids):
     assert history[-1]["train"] < 2.0 < history[0]["train"] + 1
 
 
-def test_checkpoint_round_trip(tmp_path, tokenizer):
-    model = small_model(tokenizer)
-    save_checkpoint(tmp_path / "c.safetensors", model, tokenizer, step=7)
-    loaded = load_checkpoint(tmp_path / "c.safetensors")
-    assert loaded.meta["step"] == 7 and loaded.meta["val_plays"] == list(VAL_PLAYS)
-    assert loaded.model.config == model.config and loaded.tokenizer.chars == tokenizer.chars
-    for (name, a), b in zip(model.state_dict().items(), loaded.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
-    assert loaded.model.lm_head.weight is loaded.model.embeddings.wte.weight
-    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]  # no temporary file left behind
-
-
-def test_missing_checkpoint_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
-        load_checkpoint(tmp_path / "nothing.safetensors")
-
-
-def test_truncated_checkpoint_is_a_clear_error(tmp_path, tokenizer):
-    path = tmp_path / "c.safetensors"
-    save_checkpoint(path, small_model(tokenizer), tokenizer)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"c\.safetensors.*truncated or corrupt"):
-        load_checkpoint(path)
-
-
-def test_garbage_file_is_a_clear_error(tmp_path):
-    path = tmp_path / "c.safetensors"
-    path.write_bytes(b"\x00" * 100)
-    with pytest.raises(ValueError, match="truncated or corrupt"):
-        load_checkpoint(path)
-
-
-def test_checkpoint_that_does_not_match_its_config(tmp_path, tokenizer):
-    from safetensors.torch import load_file, save_file
-
-    path = tmp_path / "c.safetensors"
-    save_checkpoint(path, small_model(tokenizer), tokenizer)
-    from safetensors import safe_open
-
-    with safe_open(path, "pt") as f:
-        metadata = f.metadata()
-    tensors = load_file(path)
-    tensors["model.ln_f.weight"] = torch.ones(7)
-    save_file(tensors, path, metadata=metadata)
-    with pytest.raises(ValueError, match=r"ln_f.weight has shape \(7,\)"):
-        load_checkpoint(path)
-
-
-def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tokenizer):
-    path = tmp_path / "c.safetensors"
-    model = small_model(tokenizer)
-    save_checkpoint(path, model, tokenizer, step=1)
-    before = path.read_bytes()
-    with pytest.raises(TypeError):  # the history is not JSON-serializable
-        save_checkpoint(path, model, tokenizer, step=2, history=[{"bad": object()}])
-    assert path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+def test_checkpoints_of_a_run_record_its_config_history_and_validation_plays(tmp_path, tokenizer, ids):
+    cfg = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    history = train(small_model(tokenizer), tokenizer, ids, ids, cfg, out=tmp_path / "c.safetensors", progress=False)
+    meta = load_checkpoint(tmp_path / "c.safetensors").meta
+    assert meta["step"] == 4 and meta["history"] == history and meta["val_plays"] == list(VAL_PLAYS)
+    assert TrainConfig(**meta["train_config"]) == cfg
 
 
 def test_resume_is_bit_exact(tmp_path, tokenizer, ids, monkeypatch):

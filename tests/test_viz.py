@@ -15,7 +15,7 @@ from torch.testing import assert_close
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
-from tinytorch.viz import ALL_HEADS, AttentionExplorer, _forward_with_weights, attention_maps, plot_head, plot_layer
+from tinytorch.viz import ALL_HEADS, AttentionExplorer, attention_maps, plot_head, plot_layer
 
 TEXT = "to be or not to be"
 TOKENIZER = CharTokenizer.from_text(TEXT + "\n")
@@ -39,12 +39,27 @@ def close_figures():
     plt.close("all")
 
 
-def test_walk_gives_the_models_own_logits():
+def test_maps_leave_the_model_on_its_fast_path_with_nothing_kept():
     model = make_model().eval()
     idx = ids(TEXT[:16])
-    x, _ = _forward_with_weights(model, idx)
     with torch.no_grad():
-        assert_close(model.lm_head(model.ln_f(x)), model(idx))
+        before = model(idx)
+        attention_maps(model, idx)
+        assert_close(model(idx), before)
+    assert all(not block.attn.keep_weights and block.attn.weights is None for block in model.blocks)
+
+
+def test_maps_are_the_weights_of_the_explicit_path_that_gives_the_models_logits():
+    model = make_model().eval()
+    idx = ids(TEXT[:16])
+    maps = attention_maps(model, idx)
+    with torch.no_grad():
+        fast = model(idx)
+        for block in model.blocks:
+            block.attn.keep_weights = True
+        explicit = model(idx)
+    assert_close(explicit, fast)
+    assert_close(torch.stack([block.attn.weights[0] for block in model.blocks]), maps)
 
 
 @settings(max_examples=25, deadline=None)

@@ -1,25 +1,17 @@
 """tinytorch: a small GPT built from scratch in PyTorch, one notebook per chapter.
 
-The modules are generated from the notebooks (see README); this file only re-exports.
-`tinytorch.viz` (the attention explorer) is not re-exported: it needs matplotlib and ipywidgets (dev extra).
+The modules are generated from the notebooks (see README); this file only re-exports. Not re-exported:
+`tinytorch.viz` (the attention explorer; it needs matplotlib and ipywidgets, from the dev extra).
 """
 
 from tinytorch.attention import CausalSelfAttention
 from tinytorch.blocks import MLP, Block, LayerNorm
-from tinytorch.config import (
-    PRESETS,
-    GPTConfig,
-    atomic_write,
-    count_parameters,
-    estimate_flops_per_token,
-    estimate_parameters,
-    get_device,
-    set_seed,
-)
+from tinytorch.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from tinytorch.config import PRESETS, GPTConfig, count_parameters, get_device, set_seed
 from tinytorch.embeddings import CharTokenizer, Embeddings
 from tinytorch.generation import KVCache, complete, generate, load_pretrained, stream_text
-from tinytorch.gpt import GPT, next_token_loss
-from tinytorch.training import TrainConfig, load_checkpoint, save_checkpoint, shakespeare, train
+from tinytorch.gpt import GPT, estimate_flops_per_token, estimate_parameters, next_token_loss
+from tinytorch.training import TrainConfig, shakespeare, train
 
 __version__ = "0.1.0"
 

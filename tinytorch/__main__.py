@@ -1,4 +1,5 @@
-"""The `tinytorch` command line: `preview` (chapter 00), `train` (chapter 06) and `complete` (chapter 07)."""
+"""The `tinytorch` command line: `preview` (chapter 00), `train` (chapter 06), `complete` (chapter 07), and for the
+learner `workbook` (write the chapters with stubs to fill in) and `check` (run them and say what is built)."""
 
 import argparse
 import os
@@ -23,12 +24,13 @@ def preview(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    """Train a GPT on Shakespeare's plays (chapter 06); works under torchrun too."""
+    """Train a GPT on Shakespeare's plays (chapter 06, appendix 09); works under torchrun too."""
     import torch
     import torch.distributed as dist
 
     from tinytorch import GPT, CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
-    from tinytorch.training import TrainConfig, save_checkpoint, shakespeare
+    from tinytorch.checkpoint import save_checkpoint
+    from tinytorch.training import TrainConfig, run_meta, shakespeare
     from tinytorch.training import train as run_training
 
     out = Path(args.out) / "checkpoint.safetensors"
@@ -71,9 +73,8 @@ def train(args: argparse.Namespace) -> None:
         history = run_training(model, tokenizer, train_ids, val_ids, cfg, out=out, resume=args.resume)
         if rank == 0:
             weights = out.with_name("model.safetensors")  # for sampling: weights only, in float16
-            save_checkpoint(
-                weights, model, tokenizer, cfg.max_steps, train_config=cfg, history=history, dtype=torch.float16
-            )
+            meta = run_meta(cfg, history)
+            save_checkpoint(weights, model, tokenizer, cfg.max_steps, meta=meta, dtype=torch.float16)
             last = history[-1]
             tokens = cfg.max_steps * cfg.grad_accum * cfg.batch_size * world * config.block_size
             print(
@@ -104,6 +105,57 @@ def complete(args: argparse.Namespace) -> None:
         sys.exit(f"error: {error}")
     except BrokenPipeError:  # the reader went away, e.g. `tinytorch complete ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+
+
+def workbook(args: argparse.Namespace) -> None:
+    """Write the learner's workbook: every chapter (or --chapter) with the pieces to write as stubs."""
+    try:
+        import tinytorch.workbook
+        from tinytorch.workbook import WorkbookError, make_workbook, stubs
+    except ImportError as error:  # nbformat comes with the dev extra
+        sys.exit(f"error: {error.name} is missing; install the dev extra: pip install -e '.[dev]'")
+    try:
+        paths = make_workbook(args.dir, args.chapter, tinytorch.workbook.BOOK)  # BOOK read now: tests replace it
+    except WorkbookError as error:
+        sys.exit(f"error: {error}")
+    for path in paths:
+        count = len(stubs(path))
+        print(f"{path}: {count} piece{'' if count == 1 else 's'} to write")
+    where = "" if Path(args.dir) == Path("workbook") else f" --dir {args.dir}"
+    print(f"start: jupyter lab {Path(args.dir)}/")
+    print(f"check your work: tinytorch check{where} (one chapter: tinytorch check 03{where})")
+
+
+def check(args: argparse.Namespace) -> None:
+    """Run the workbook's chapters in fresh kernels; print each piece's state and a table; exit 0 if all are built."""
+    try:
+        import nbclient  # noqa: F401  (runs the notebooks; comes with the dev extra)
+
+        from tinytorch.workbook import WorkbookError, chapters_in, check_chapters
+    except ImportError as error:
+        sys.exit(f"error: {error.name} is missing; install the dev extra: pip install -e '.[dev]'")
+    try:
+        paths = chapters_in(args.dir, [args.chapter] if args.chapter else None)
+    except WorkbookError as error:
+        sys.exit(f"error: {error}")
+    if args.jobs < 1:
+        sys.exit(f"error: --jobs must be at least 1, got {args.jobs}")
+    rows = []
+    for checked in check_chapters(paths, args.jobs):
+        print(checked.chapter, flush=True)
+        for result in checked.results:
+            print(f"  {result.status:<8} {result.name}" + (f": {result.message}" if result.message else ""))
+        for error in checked.errors:
+            print(f"  error    {error}")
+        counts = [sum(r.status == status for r in checked.results) for status in ("built", "not yet", "wrong")]
+        rows.append((checked.chapter, *counts, len(checked.results)))
+    rows.append(("total", *(sum(row[i] for row in rows) for i in range(1, 5))))
+    width = max(len(row[0]) for row in rows)
+    print()
+    print(f"{'chapter':<{width}}  built  not yet  wrong  pieces")
+    for name, built, not_yet, wrong, pieces in rows:
+        print(f"{name:<{width}}  {built:>5}  {not_yet:>7}  {wrong:>5}  {pieces:>6}")
+    sys.exit(0 if rows[-1][1] == rows[-1][4] else 1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -157,6 +209,36 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--no-stream", action="store_true", help="print the whole text at the end instead of streaming")
     p.set_defaults(run=complete)
+
+    p = commands.add_parser(
+        "workbook",
+        help="write your workbook: the chapters with the pieces for you to build as stubs",
+        description="Write the learner's copy of every chapter (or --chapter): the pieces to build are stubs that "
+        "raise NotImplementedError, their check cells say built, not yet or wrong. Refuses to overwrite a file "
+        "with your work in it. Then open it with jupyter lab and check it with tinytorch check.",
+    )
+    p.add_argument("dir", nargs="?", default="workbook", help="where to write it (default: workbook)")
+    p.add_argument(
+        "--chapter",
+        action="extend",
+        nargs="+",
+        help="only these chapters, e.g. 03 or attention (default: all); the others are left as they are",
+    )
+    p.set_defaults(run=workbook)
+
+    p = commands.add_parser(
+        "check",
+        help="check your workbook: which pieces are built, not yet built or wrong",
+        description="Run each chapter of your workbook (or CHAPTER) top to bottom in a fresh kernel, without "
+        "changing it, and print every piece as built, not yet or wrong (with what is wrong), then a table. "
+        "Exits with status 0 only when every piece checked is built.",
+    )
+    p.add_argument("chapter", nargs="?", default=None, help="one chapter, e.g. 03 or attention (default: all)")
+    p.add_argument("--dir", default="workbook", help="the workbook's directory (default: workbook)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="chapters to run side by side, each on its share of the cores (default: 1)"
+    )
+    p.set_defaults(run=check)
 
     args = parser.parse_args(argv)
     args.run(args)

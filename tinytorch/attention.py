@@ -40,9 +40,11 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)  # mixes the heads
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.keep_weights = False  # True: take the explicit path and keep the weights in self.weights
+        self.weights: torch.Tensor | None = None  # (B, nh, T, Tk) of the last forward with keep_weights
 
-    def forward(self, x: torch.Tensor, kv_cache=None, return_weights: bool = False):
-        """y (B, T, C); with return_weights=True, (y, weights (B, nh, T, Tk)) from the explicit path."""
+    def forward(self, x: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        """y (B, T, C) for x (B, T, C); kv_cache is chapter 07's."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -50,8 +52,9 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # (B, nh, Tk, hs): the cached past and the T new positions
-        if return_weights:  # explicit path: every step visible
+        if self.keep_weights:  # explicit path: every step visible
             weights = attention_weights(q, k)  # (B, nh, T, Tk)
+            self.weights = weights.detach()
             y = self.attn_dropout(weights) @ v  # (B, nh, T, hs)
         else:  # fast path: one fused PyTorch kernel, same math
             Tk = k.size(2)
@@ -60,5 +63,4 @@ class CausalSelfAttention(nn.Module):
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
-        y = self.resid_dropout(self.proj(y))  # (B, T, C)
-        return (y, weights) if return_weights else y
+        return self.resid_dropout(self.proj(y))  # (B, T, C)

@@ -23,7 +23,7 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # F.layer_norm is the same math as layer_norm_from_scratch in the notebook, in one fused kernel
+        # F.layer_norm is the same math as layer_norm in the notebook, in one fused kernel
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
@@ -54,10 +54,7 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, kv_cache=None, return_weights: bool = False):
-        """x (B, T, C); with return_weights=True, (x, attention weights (B, nh, T, Tk)) for the explorer."""
-        attended = self.attn(self.ln_1(x), kv_cache=kv_cache, return_weights=return_weights)
-        y, weights = attended if return_weights else (attended, None)
-        x = x + y  # tokens exchange information
-        x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
-        return (x, weights) if return_weights else x
+    def forward(self, x: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C); kv_cache is chapter 07's."""
+        x = x + self.attn(self.ln_1(x), kv_cache)  # tokens exchange information
+        return x + self.mlp(self.ln_2(x))  # each token thinks on its own

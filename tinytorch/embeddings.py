@@ -4,14 +4,12 @@
 __all__ = ["CharTokenizer", "check_token_ids", "Embeddings"]
 
 # %% ../notebooks/02_embeddings.ipynb #f8d8aa2c
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import GPTConfig, atomic_write
+from .config import GPTConfig
 
 
 # %% ../notebooks/02_embeddings.ipynb #039c0229
@@ -75,23 +73,6 @@ class CharTokenizer:
         if not isinstance(data, dict) or not isinstance(data.get("chars"), list):
             raise ValueError(f"expected a dict with a 'chars' list, got {str(data)[:80]!r}")
         return cls(data["chars"])
-
-    def save(self, path: str | Path) -> None:
-        """Write the vocabulary to a JSON file, atomically (chapter 01's `atomic_write`)."""
-        text = json.dumps(self.to_dict(), ensure_ascii=False)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-    @classmethod
-    def load(cls, path: str | Path) -> "CharTokenizer":
-        """The tokenizer saved by `save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer file at {path}; save one with tokenizer.save(path)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is not a valid tokenizer JSON file ({error})") from None
-        return cls.from_dict(data)
 
 
 # %% ../notebooks/02_embeddings.ipynb #b5ea1709

@@ -3,7 +3,6 @@
 # %% auto #0
 __all__ = [
     "VAL_PLAYS",
-    "CHECKPOINT_FORMAT",
     "play_paths",
     "convert_play",
     "load_plays",
@@ -14,14 +13,11 @@ __all__ = [
     "get_lr",
     "fixed_batches",
     "evaluate",
+    "run_meta",
     "train",
-    "save_checkpoint",
-    "Checkpoint",
-    "load_checkpoint",
 ]
 
 # %% ../notebooks/06_training.ipynb #6ba5ce55
-import json
 import math
 import os
 import re
@@ -32,12 +28,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from .config import GPTConfig, atomic_write
+from .checkpoint import atomic_write, load_checkpoint, restore, save_checkpoint
 from .embeddings import CharTokenizer
 from .gpt import GPT, next_token_loss
 
@@ -204,6 +198,11 @@ def evaluate(model: nn.Module, batches: list) -> float:
 
 
 # %% ../notebooks/06_training.ipynb #cb48d486
+def run_meta(cfg: TrainConfig, history: list[dict]) -> dict:
+    """What a checkpoint records about its run: the TrainConfig, the evaluations so far, the held-out plays."""
+    return {"train_config": asdict(cfg), "history": history, "val_plays": list(VAL_PLAYS)}
+
+
 def train(
     model: GPT,
     tokenizer: CharTokenizer,
@@ -228,7 +227,7 @@ def train(
     }
     start, history = 0, []
     if resume:
-        start, history = _restore(load_checkpoint(out), model, optimizer, generator)
+        start, history = restore(load_checkpoint(out), model, optimizer, generator)
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     model.train()
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=not progress or rank != 0)
@@ -252,101 +251,5 @@ def train(
         if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.max_steps:
             history.append({"step": step + 1, **{k: evaluate(model, b) for k, b in eval_sets.items()}})
             if out is not None and rank == 0:
-                save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, cfg, history)
+                save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, run_meta(cfg, history))
     return history
-
-
-# %% ../notebooks/06_training.ipynb #b15b1a59
-CHECKPOINT_FORMAT = "tinytorch-checkpoint-1"
-
-
-# %% ../notebooks/06_training.ipynb #7b19835f
-def save_checkpoint(
-    path: str | Path,
-    model: GPT,
-    tokenizer: CharTokenizer,
-    step: int = 0,
-    optimizer: torch.optim.Optimizer | None = None,
-    generator: torch.Generator | None = None,
-    train_config: TrainConfig | None = None,
-    history: list | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> None:
-    """Write weights (+ optimizer and RNG state to resume) as one safetensors file, atomically."""
-    path = Path(path)
-    tensors = {
-        f"model.{k}": v.detach().to("cpu", dtype) for k, v in model.state_dict().items() if k != "lm_head.weight"
-    }
-    meta = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "tokenizer": tokenizer.to_dict()}
-    meta.update(step=step, val_plays=list(VAL_PLAYS), history=history or [])
-    if train_config is not None:
-        meta["train_config"] = asdict(train_config)
-    if optimizer is not None:
-        state = optimizer.state_dict()
-        for i, param_state in state["state"].items():
-            for key, value in param_state.items():
-                tensors[f"optimizer.{i}.{key}"] = value.detach().cpu()
-        meta["param_groups"] = state["param_groups"]
-    if generator is not None:
-        tensors["rng.generator"] = generator.get_state()
-        tensors["rng.torch"] = torch.get_rng_state()
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"tinytorch": json.dumps(meta)}))
-
-
-@dataclass
-class Checkpoint:
-    """What `load_checkpoint` returns: the model, its tokenizer, the metadata and every saved tensor."""
-
-    model: GPT
-    tokenizer: CharTokenizer
-    meta: dict
-    tensors: dict
-
-
-# %% ../notebooks/06_training.ipynb #081a01b6
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`; never executes code from the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; train one with `tinytorch train --out DIR`")
-    try:
-        with safe_open(path, framework="pt") as f:
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-            meta = json.loads((f.metadata() or {})["tinytorch"])
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{path} is not a readable tinytorch checkpoint (truncated or corrupt?): {error}") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} has format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    config, tokenizer = GPTConfig.from_dict(meta["config"]), CharTokenizer.from_dict(meta["tokenizer"])
-    if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"{path}: tokenizer has {tokenizer.vocab_size} characters, config {config.vocab_size}")
-    model = GPT(config)
-    expected = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    if weights.keys() != expected.keys():
-        missing, extra = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
-        raise ValueError(f"{path} does not match its config: missing {missing[:3]}, unexpected {extra[:3]}")
-    for name, value in weights.items():
-        if value.shape != expected[name].shape:
-            raise ValueError(
-                f"{path}: {name} has shape {tuple(value.shape)}, the config expects {tuple(expected[name].shape)}"
-            )
-    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)  # lm_head is tied to wte
-    return Checkpoint(model.to(device), tokenizer, meta, tensors)
-
-
-# %% ../notebooks/06_training.ipynb #71f71ad0
-def _restore(checkpoint: Checkpoint, model: GPT, optimizer: torch.optim.Optimizer, generator: torch.Generator):
-    """Put a checkpoint's weights, optimizer state and random state back; returns (step, history)."""
-    model.load_state_dict(checkpoint.model.state_dict())
-    state: dict = {}
-    for key, value in checkpoint.tensors.items():
-        if key.startswith("optimizer."):
-            _, i, name = key.split(".")
-            state.setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": checkpoint.meta["param_groups"]})
-    generator.set_state(checkpoint.tensors["rng.generator"])
-    torch.set_rng_state(checkpoint.tensors["rng.torch"])
-    return checkpoint.meta["step"], checkpoint.meta["history"]

@@ -19,30 +19,24 @@ VISIBLE = {" ": "␣", "\n": "⏎", "\t": "⇥"}  # characters that would be inv
 ALL_HEADS = "all"  # the head dropdown's value for the view of a whole layer
 
 
-def _forward_with_weights(model: GPT, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPT.forward's path up to ln_f, keeping the weights: x (1, T, C) and weights (n_layer, nh, T, T)."""
+def attention_maps(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Attention weights of every head for token ids idx (1, T): (n_layer, n_head, T, T)."""
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"idx must have shape (1, T), got {tuple(idx.shape)}; use idx[None] for one text")
-    T, block_size = idx.size(1), model.config.block_size
-    if T > block_size:
-        raise ValueError(f"text has {T} tokens but block_size is {block_size}; crop with idx[:, -{block_size}:]")
+    layers = [block.attn for block in model.blocks]
     was_training = model.training
     model.eval()  # no dropout: we want the weights the model really uses
     try:
+        for attn in layers:
+            attn.keep_weights = True
         with torch.no_grad():
-            x = model.embeddings(idx)  # (1, T, C)
-            maps = []
-            for block in model.blocks:
-                x, weights = block(x, return_weights=True)  # (1, T, C), (1, nh, T, T)
-                maps.append(weights[0])  # (nh, T, T)
+            model(idx)  # each layer keeps its weights (1, nh, T, T)
+        maps = torch.stack([attn.weights[0] for attn in layers])  # (n_layer, nh, T, T)
     finally:
+        for attn in layers:
+            attn.keep_weights, attn.weights = False, None
         model.train(was_training)
-    return x, torch.stack(maps)  # (1, T, C), (n_layer, nh, T, T)
-
-
-def attention_maps(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """Attention weights of every head for token ids idx (1, T): (n_layer, n_head, T, T)."""
-    return _forward_with_weights(model, idx)[1]
+    return maps
 
 
 # %% ../notebooks/08_attention_explorer.ipynb #1325561c

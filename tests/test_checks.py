@@ -1,0 +1,757 @@
+"""The checks of the learner's pieces (tinytorch.checks): verdicts, messages in the learner's terms, check()."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinytorch import checks
+from tinytorch.attention import causal_mask
+from tinytorch.checks import PIECES, Result, check, evaluate, register_exercise
+from tinytorch.gpt import next_token_loss
+
+STUCK = "(the cells below use tinytorch's version until yours is built)"
+
+COURSE = {
+    "02_embeddings": ["encode", "decode", "embed"],
+    "03_attention": [
+        "attention_scores",
+        "scale_scores",
+        "mask_future",
+        "softmax_rows",
+        "causal_weights",
+        "weighted_sum",
+        "split_heads",
+        "merge_heads",
+    ],
+    "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward"],
+    "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss"],
+    "06_training": ["random_windows", "lr_at", "train_step", "evaluate_loss"],
+    "07_generation": ["greedy_decode", "apply_temperature", "top_k_logits", "top_p_logits", "decode_step"],
+}
+
+
+def not_written(*args, **kwargs):
+    raise NotImplementedError("not written yet")
+
+
+# every piece
+
+
+EXPERIMENTS = ["my_short_run", "my_one_play_run"]  # exercises on a notebook's data: no stand-in (test_exercise_checks)
+
+
+def test_the_issue_pieces_are_registered_in_course_order():
+    course = [(chapter, name) for chapter, names in COURSE.items() for name in names]
+    registered = [(piece.chapter, name) for name, piece in PIECES.items() if not name.startswith("my_")]
+    assert registered == course
+
+
+@pytest.mark.parametrize("name", [name for name in PIECES if name not in EXPERIMENTS])
+def test_the_reference_reads_built(name):
+    assert evaluate(name, PIECES[name].reference) == Result(name, "built", "")
+
+
+@pytest.mark.parametrize("name", list(PIECES))
+def test_a_stub_reads_not_yet(name):
+    assert evaluate(name, not_written) == Result(name, "not yet", "")
+
+
+@pytest.mark.parametrize("name", list(PIECES))
+def test_something_that_is_not_a_function_reads_wrong(name):
+    result = evaluate(name, 42)
+    assert result == Result(name, "wrong", f"{name} is not a function: define it with def {name}(...):")
+
+
+@pytest.mark.parametrize("name", list(PIECES))
+def test_every_piece_says_what_it_is_in_one_line(name):
+    piece = PIECES[name]
+    assert piece.name == name and piece.what and "\n" not in piece.what and callable(piece.verify)
+
+
+def test_an_unknown_name_is_our_bug_and_lists_the_known_ones():
+    known = "my_batch_logits, my_too_long_message, my_config"
+    with pytest.raises(ValueError, match=f"no piece named 'atention_scores'; known pieces: {known}, "):
+        evaluate("atention_scores", not_written)
+
+
+def test_a_stub_called_by_the_answer_reads_not_yet():
+    def causal_weights(q, k):
+        return F.softmax(not_written(q, k), dim=-1)
+
+    assert evaluate("causal_weights", causal_weights).status == "not yet"
+
+
+# typical mistakes, each a small wrong function
+
+
+def encode_with_ord(text, chars):
+    return [ord(c) for c in text]
+
+
+def encode_off_by_one(text, chars):
+    return [chars.index(c) + 1 for c in text]
+
+
+def encode_as_tensor(text, chars):
+    return torch.tensor([chars.index(c) for c in text])
+
+
+def decode_as_list(ids, chars):
+    return [chars[i] for i in ids]
+
+
+def embed_without_positions(idx, wte, wpe):
+    return wte[idx]
+
+
+def embed_positions_from_token_ids(idx, wte, wpe):
+    return wte[idx] + wpe[idx]
+
+
+def scores_swapped(q, k):
+    return k @ q.transpose(-2, -1)
+
+
+def scores_for_three_dimensions_only(q, k):
+    return q @ k.transpose(1, 2)
+
+
+def scale_not_scaled(scores, head_size):
+    return scores
+
+
+def scale_by_head_size(scores, head_size):
+    return scores / head_size
+
+
+def mask_with_zero(scores):
+    T = scores.size(-1)
+    return scores.masked_fill(~causal_mask(T, T), 0.0)
+
+
+def mask_the_past(scores):
+    T = scores.size(-1)
+    return scores.masked_fill(causal_mask(T, T), float("-inf"))
+
+
+def mask_the_diagonal_too(scores):
+    T = scores.size(-1)
+    return scores.masked_fill(~causal_mask(T, T).tril(diagonal=-1), float("-inf"))
+
+
+def mask_in_place(scores):
+    T = scores.size(-1)
+    return scores.masked_fill_(~causal_mask(T, T), float("-inf"))
+
+
+def softmax_over_columns(scores):
+    e = (scores - scores.max(dim=-2, keepdim=True).values).exp()
+    return e / e.sum(dim=-2, keepdim=True)
+
+
+def softmax_without_the_max(scores):
+    e = scores.exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def softmax_max_without_values(scores):
+    e = (scores - scores.max(dim=-1, keepdim=True)).exp()
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def weights_masked_after_softmax(q, k):
+    T = q.size(-2)
+    weights = F.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), dim=-1)
+    return weights.masked_fill(~causal_mask(T, T), 0.0)
+
+
+def weights_without_mask(q, k):
+    return F.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.size(-1)), dim=-1)
+
+
+def weights_unscaled(q, k):
+    T = q.size(-2)
+    return F.softmax((q @ k.transpose(-2, -1)).masked_fill(~causal_mask(T, T), float("-inf")), dim=-1)
+
+
+def weighted_sum_transposed(weights, v):
+    return weights.transpose(-2, -1) @ v
+
+
+def split_heads_without_transpose(x, n_head):
+    B, T, C = x.shape
+    return x.view(B, n_head, T, C // n_head)
+
+
+def split_heads_stopping_before_transpose(x, n_head):
+    B, T, C = x.shape
+    return x.view(B, T, n_head, C // n_head)
+
+
+def merge_heads_without_transpose(y):
+    B, nh, T, hs = y.shape
+    return y.reshape(B, T, nh * hs)
+
+
+def merge_heads_view_without_contiguous(y):
+    B, nh, T, hs = y.shape
+    return y.transpose(1, 2).view(B, T, nh * hs)
+
+
+def layer_norm_unbiased(x, weight, bias, eps=1e-5):
+    mean, var = x.mean(dim=-1, keepdim=True), x.var(dim=-1, keepdim=True)  # torch's var is unbiased by default
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def layer_norm_eps_outside(x, weight, bias, eps=1e-5):
+    mean, var = x.mean(dim=-1, keepdim=True), x.var(dim=-1, keepdim=True, unbiased=False)
+    return (x - mean) / (torch.sqrt(var) + eps) * weight + bias
+
+
+def layer_norm_over_positions(x, weight, bias, eps=1e-5):
+    mean, var = x.mean(dim=-2, keepdim=True), x.var(dim=-2, keepdim=True, unbiased=False)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def layer_norm_needing_a_bias(x, weight, bias, eps=1e-5):
+    return F.layer_norm(x, weight.shape, eps=eps) * weight + bias
+
+
+def gelu_exact(x):
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def gelu_relu(x):
+    return torch.relu(x)
+
+
+def gelu_with_square(x):
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**2)))
+
+
+def mlp_without_gelu(x, fc, proj):
+    return proj(fc(x))
+
+
+def mlp_with_relu(x, fc, proj):
+    return proj(torch.relu(fc(x)))
+
+
+def block_post_norm(x, block):
+    x = block.ln_1(x + block.attn(x))
+    return block.ln_2(x + block.mlp(x))
+
+
+def block_without_residual(x, block):
+    x = block.attn(block.ln_1(x))
+    return block.mlp(block.ln_2(x))
+
+
+def block_mlp_reading_the_input(x, block):
+    h = x + block.attn(block.ln_1(x))
+    return h + block.mlp(block.ln_2(x))
+
+
+def gpt_without_lm_head(model, idx):
+    x = model.embeddings(idx)
+    for block in model.blocks:
+        x = block(x)
+    return model.ln_f(x)
+
+
+def gpt_without_ln_f(model, idx):
+    x = model.embeddings(idx)
+    for block in model.blocks:
+        x = block(x)
+    return model.lm_head(x)
+
+
+def gpt_skipping_a_block(model, idx):
+    return model.lm_head(model.ln_f(model.blocks[0](model.embeddings(idx))))
+
+
+def cross_entropy_log2(logits, targets):
+    probs = F.softmax(logits, dim=-1)
+    return -torch.log2(probs.gather(-1, targets[..., None])).mean()
+
+
+def cross_entropy_sum(logits, targets):
+    return -F.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).sum()
+
+
+def cross_entropy_without_minus(logits, targets):
+    return F.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).mean()
+
+
+def cross_entropy_over_positions(logits, targets):
+    return -F.log_softmax(logits, dim=1).gather(-1, targets[..., None]).mean()
+
+
+def cross_entropy_overflowing(logits, targets):
+    e = logits.exp()
+    return -torch.log((e / e.sum(dim=-1, keepdim=True)).gather(-1, targets[..., None])).mean()
+
+
+def lm_loss_unshifted(model, ids):
+    x = ids[:, :-1]
+    return next_token_loss(model(x), x)
+
+
+def lm_loss_shifted_the_wrong_way(model, ids):
+    return next_token_loss(model(ids[:, 1:]), ids[:, :-1])
+
+
+def lm_loss_as_float(model, ids):
+    return next_token_loss(model(ids[:, :-1]), ids[:, 1:]).item()
+
+
+def windows(ids, starts, block_size, shift=1):
+    return torch.stack([ids[s + shift : s + shift + block_size] for s in starts.tolist()]).long()
+
+
+def windows_not_shifted(ids, batch_size, block_size, generator):
+    starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)
+    return windows(ids, starts, block_size, 0), windows(ids, starts, block_size, 0)
+
+
+def windows_past_the_end(ids, batch_size, block_size, generator):
+    starts = torch.randint(len(ids), (batch_size,), generator=generator)
+    return windows(ids, starts, block_size, 0), windows(ids, starts, block_size)
+
+
+def windows_without_the_generator(ids, batch_size, block_size, generator):
+    starts = torch.randint(len(ids) - block_size, (batch_size,))
+    return windows(ids, starts, block_size, 0), windows(ids, starts, block_size)
+
+
+def windows_in_uint8(ids, batch_size, block_size, generator):
+    x, y = windows_without_the_generator(ids, batch_size, block_size, generator)
+    return x.to(torch.uint8), y.to(torch.uint8)
+
+
+def train_step_without_zero_grad(model, optimizer, x, y, grad_clip):
+    loss = next_token_loss(model(x), y)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def train_step_without_clipping(model, optimizer, x, y, grad_clip):
+    optimizer.zero_grad()
+    loss = next_token_loss(model(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def train_step_without_step(model, optimizer, x, y, grad_clip):
+    optimizer.zero_grad()
+    loss = next_token_loss(model(x), y)
+    loss.backward()
+    return loss.item()
+
+
+def train_step_returning_a_tensor(model, optimizer, x, y, grad_clip):
+    optimizer.zero_grad()
+    loss = next_token_loss(model(x), y)
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
+def cosine(step, warmup_steps, max_steps, lr, min_lr):
+    progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+def lr_at_warming_up_from_zero(step, warmup_steps, max_steps, lr, min_lr):
+    if step < warmup_steps:
+        return lr * step / warmup_steps
+    return cosine(step, warmup_steps, max_steps, lr, min_lr)
+
+
+def lr_at_without_warmup(step, warmup_steps, max_steps, lr, min_lr):
+    return cosine(step, 0, max_steps, lr, min_lr)
+
+
+def lr_at_decaying_linearly(step, warmup_steps, max_steps, lr, min_lr):
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return min_lr + (lr - min_lr) * (1 - (step - warmup_steps) / (max_steps - warmup_steps))
+
+
+def mean_loss(model, batches):
+    return sum(next_token_loss(model(x), y).item() for x, y in batches) / len(batches)
+
+
+def evaluate_loss_in_training_mode(model, batches):
+    with torch.no_grad():
+        return mean_loss(model, batches)
+
+
+def evaluate_loss_leaving_eval_mode_on(model, batches):
+    model.eval()
+    with torch.no_grad():
+        return mean_loss(model, batches)
+
+
+def evaluate_loss_with_gradients(model, batches):
+    was_training = model.training
+    model.eval()
+    loss = mean_loss(model, batches)
+    model.train(was_training)
+    return loss
+
+
+def greedy_without_crop(model, idx, max_new_tokens):
+    for _ in range(max_new_tokens):
+        idx = torch.cat([idx, model(idx)[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
+    return idx
+
+
+def greedy_from_the_first_position(model, idx, max_new_tokens):
+    for _ in range(max_new_tokens):
+        idx = torch.cat([idx, model(idx[:, -8:])[:, 0].argmax(dim=-1, keepdim=True)], dim=1)
+    return idx
+
+
+def greedy_returning_only_new_tokens(model, idx, max_new_tokens):
+    return greedy_without_crop(model, idx, max_new_tokens)[:, idx.size(1) :]
+
+
+def temperature_multiplied(logits, temperature):
+    return logits * temperature
+
+
+def top_k_with_zeros(logits, k):
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, 0.0)
+
+
+def top_k_keeping_one_more(logits, k):
+    kth = torch.topk(logits, k + 1, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_k_without_min(logits, k):
+    kth = torch.topk(logits, k, dim=-1).values[:, -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p(logits, p, keep_first):
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    drop = sorted_logits.softmax(dim=-1).cumsum(dim=-1) > p  # drops the token that crosses p
+    if keep_first:
+        drop[:, 0] = False
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def top_p_dropping_the_first_token(logits, p):
+    return top_p(logits, p, keep_first=False)
+
+
+def top_p_dropping_the_crossing_token(logits, p):
+    return top_p(logits, p, keep_first=True)
+
+
+def cached_step(model, new_ids, cache, start_pos, use_cache=True):
+    x = model.embeddings(new_ids, start_pos=start_pos)
+    for i, block in enumerate(model.blocks):
+        x = block(x, cache.layers[i] if use_cache else None)
+    return model.lm_head(model.ln_f(x))  # (B, T_new, V)
+
+
+def decode_step_at_position_zero(model, new_ids, cache):
+    return cached_step(model, new_ids, cache, 0)[:, -1]
+
+
+def decode_step_without_the_cache(model, new_ids, cache):
+    return cached_step(model, new_ids, cache, cache.length, use_cache=False)[:, -1]
+
+
+def decode_step_returning_every_position(model, new_ids, cache):
+    return cached_step(model, new_ids, cache, cache.length)
+
+
+SQRT = "√"
+MISTAKES = [
+    # (piece, wrong answer, the message, or the start of it)
+    (
+        "encode",
+        encode_with_ord,
+        "'J' should get id 10, its index in chars, got 74: ids are positions in the vocabulary",
+    ),
+    ("encode", encode_off_by_one, "'J' should get id 10, its index in chars, got 11: off by one"),
+    ("encode", encode_as_tensor, "encode must return a list of ints, got a tensor"),
+    ("decode", decode_as_list, "decode must return one string: join the characters with ''.join"),
+    ("embed", embed_without_positions, "the same token at two positions gets the same vector: add the position"),
+    ("embed", embed_positions_from_token_ids, "the positions were looked up with the token ids"),
+    ("attention_scores", scores_swapped, "scores[t, j] must be q_t · k_j; yours is k_t · q_j: did you swap q and k?"),
+    ("attention_scores", scores_for_three_dimensions_only, "with q and k of shape (2, 3, 5, 4) it raised RuntimeError"),
+    ("mask_future", mask_with_zero, "hidden scores must be -inf, not 0: softmax still gives a score of 0 a weight"),
+    ("mask_future", mask_the_past, "the past is hidden instead of the future"),
+    ("mask_future", mask_the_diagonal_too, "a token may look at itself: keep the diagonal"),
+    ("mask_future", mask_in_place, "your mask_future changed its input: use masked_fill, not masked_fill_"),
+    ("softmax_rows", softmax_over_columns, "the columns sum to 1, the rows must: sum over dim=-1"),
+    ("softmax_rows", softmax_without_the_max, "softmax overflows on large scores: subtract each row's max before exp"),
+    ("softmax_rows", softmax_max_without_values, "calling softmax_rows raised TypeError"),
+    ("causal_weights", weights_masked_after_softmax, "row 0 sums to 0."),
+    ("causal_weights", weights_without_mask, "row 0 puts weight 0."),
+    ("causal_weights", weights_unscaled, f"the weights are too sharp: did you divide the scores by {SQRT}hs?"),
+    ("weighted_sum", weighted_sum_transposed, "output 0 mixes in values of later positions: use weights @ v"),
+    (
+        "split_heads",
+        split_heads_without_transpose,
+        "head 0 at position 1 should hold x[:, 1, :hs]: view as (B, T, nh, hs), then transpose(1, 2)",
+    ),
+    (
+        "split_heads",
+        split_heads_stopping_before_transpose,
+        "expected shape (2, 3, 5, 4), got (2, 5, 3, 4): transpose(1, 2) puts the heads before the positions",
+    ),
+    (
+        "merge_heads",
+        merge_heads_without_transpose,
+        "position 0's output holds numbers from other positions: transpose(1, 2) back before joining the heads",
+    ),
+    ("merge_heads", merge_heads_view_without_contiguous, "calling merge_heads raised RuntimeError: view size is not"),
+    ("layer_norm", layer_norm_unbiased, "LayerNorm: the variance must be the biased one (unbiased=False)"),
+    ("layer_norm", layer_norm_eps_outside, "eps goes inside the square root: sqrt(var + eps)"),
+    ("layer_norm", layer_norm_over_positions, "normalise each token's C numbers: mean and variance over dim=-1"),
+    ("layer_norm", layer_norm_needing_a_bias, "bias may be None"),
+    ("gelu", gelu_exact, "that is the exact GELU; GPT-2 uses the tanh approximation 0.5·x·(1 + tanh("),
+    ("gelu", gelu_relu, "that is ReLU"),
+    ("gelu", gelu_with_square, "use x³ inside the tanh"),
+    ("mlp_forward", mlp_without_gelu, "there is no GELU between fc and proj: two Linear layers in a row are one"),
+    ("mlp_forward", mlp_with_relu, "that is ReLU between fc and proj"),
+    ("block_forward", block_post_norm, "normalise the branch's input, not the sum: x = x + attn(ln_1(x))"),
+    ("block_forward", block_without_residual, "the block must add to x: x = x + ..."),
+    ("block_forward", block_mlp_reading_the_input, "the MLP must read the updated stream"),
+    ("gpt_forward", gpt_without_lm_head, "expected shape (2, 6, 11), got (2, 6, 16): apply lm_head"),
+    ("gpt_forward", gpt_without_ln_f, "the final LayerNorm is missing"),
+    ("gpt_forward", gpt_skipping_a_block, "every block must run"),
+    ("cross_entropy", cross_entropy_log2, "use the natural log: the loss is in nats"),
+    ("cross_entropy", cross_entropy_sum, "take the mean over the B·T = 8 positions, not the sum"),
+    ("cross_entropy", cross_entropy_without_minus, "the loss is negative"),
+    ("cross_entropy", cross_entropy_over_positions, "the softmax must run over the vocabulary, dim=-1"),
+    ("cross_entropy", cross_entropy_overflowing, "the loss overflows on large logits"),
+    (
+        "lm_loss",
+        lm_loss_unshifted,
+        "the targets must be the inputs shifted by one: inputs ids[:, :-1], targets ids[:, 1:]",
+    ),
+    ("lm_loss", lm_loss_shifted_the_wrong_way, "shifted the wrong way"),
+    ("lm_loss", lm_loss_as_float, "return the loss tensor, not a float"),
+    ("random_windows", windows_not_shifted, "y must be x shifted left by one"),
+    ("random_windows", windows_past_the_end, "with 40 ids and block_size 8, a window ran past the end"),
+    ("random_windows", windows_without_the_generator, "two generators with the same seed gave different batches"),
+    ("random_windows", windows_in_uint8, "x has dtype torch.uint8, expected torch.int64: call .long()"),
+    (
+        "train_step",
+        train_step_without_zero_grad,
+        "the second step used the first step's gradients too: call optimizer.zero_grad() before backward",
+    ),
+    ("train_step", train_step_without_clipping, "the gradient norm was "),
+    ("train_step", train_step_without_step, "the weights did not change: call optimizer.step()"),
+    ("train_step", train_step_returning_a_tensor, "return loss.item(), a float"),
+    (
+        "lr_at",
+        lr_at_warming_up_from_zero,
+        "at step 0 the rate is 0, so the first step does nothing: warm up with lr * (step + 1) / warmup_steps",
+    ),
+    ("lr_at", lr_at_without_warmup, "there is no warmup"),
+    ("lr_at", lr_at_decaying_linearly, "the decay is linear; it must follow a cosine"),
+    ("evaluate_loss", evaluate_loss_in_training_mode, "dropout was on: call model.eval() first"),
+    ("evaluate_loss", evaluate_loss_leaving_eval_mode_on, "put the model back in training mode afterwards"),
+    ("evaluate_loss", evaluate_loss_with_gradients, "gradients were tracked: use torch.no_grad()"),
+    ("greedy_decode", greedy_without_crop, "crop the context to the last block_size tokens: idx[:, -block_size:]"),
+    ("greedy_decode", greedy_from_the_first_position, "the next token comes from the logits of the last position"),
+    ("greedy_decode", greedy_returning_only_new_tokens, "return the prompt followed by the new tokens"),
+    ("apply_temperature", temperature_multiplied, "divide the logits by the temperature, do not multiply"),
+    ("top_k_logits", top_k_with_zeros, "the dropped logits must be -inf, not 0"),
+    ("top_k_logits", top_k_keeping_one_more, "row 0 keeps 4 tokens, expected k = 3"),
+    ("top_k_logits", top_k_without_min, "k may be larger than the vocabulary: use min(k, V)"),
+    (
+        "top_p_logits",
+        top_p_dropping_the_first_token,
+        "the most likely token must always stay, even when its probability alone is above p",
+    ),
+    (
+        "top_p_logits",
+        top_p_dropping_the_crossing_token,
+        "keep tokens until their mass reaches p: the token that crosses p stays",
+    ),
+    (
+        "decode_step",
+        decode_step_at_position_zero,
+        "the new token got the position vector of position 0, but it sits at position 12: pass start_pos=cache.length",
+    ),
+    ("decode_step", decode_step_without_the_cache, "each block must read and extend its layer's cache"),
+    ("decode_step", decode_step_returning_every_position, "return the logits of the last position only, (B, V)"),
+]
+
+
+@pytest.mark.parametrize(("name", "answer", "message"), MISTAKES, ids=[answer.__name__ for _, answer, _ in MISTAKES])
+def test_a_typical_mistake_reads_wrong_with_its_message(name, answer, message):
+    result = evaluate(name, answer)
+    assert result.status == "wrong", result
+    assert result.message.startswith(message), result.message
+
+
+def test_no_scaling_reports_the_measured_variance():
+    result = evaluate("scale_scores", scale_not_scaled)
+    variance = result.message.split("the scores' variance is ")[1].split(",")[0]
+    assert 55 <= int(variance) <= 75  # about hs = 64, measured on the check's own scores
+    assert result.message == f"the scores' variance is {variance}, expected about 1: did you divide by {SQRT}hs?"
+
+
+def test_dividing_by_hs_reports_the_measured_variance():
+    message = evaluate("scale_scores", scale_by_head_size).message
+    assert re.fullmatch(f"the scores' variance is 0\\.01[4-9], expected about 1: divide by {SQRT}hs, not hs", message)
+
+
+def test_a_view_of_a_transposed_tensor_gets_the_contiguous_hint():
+    message = evaluate("merge_heads", merge_heads_view_without_contiguous).message
+    assert message.endswith("Use .reshape(...) instead; call .contiguous() before .view(), or use .reshape()")
+
+
+def test_a_mistake_in_a_row_says_which_row_and_what_it_sums_to():
+    result = evaluate("causal_weights", weights_masked_after_softmax)
+    row, total = result.message.split("row ")[1].split(" sums to ")
+    assert int(row) >= 0 and 0 < float(total.split(",")[0]) < 1
+    assert result.message.endswith(", not 1: is the mask applied before the softmax?")
+
+
+def test_a_wrong_signature_is_shown_the_one_to_keep():
+    result = evaluate("attention_scores", lambda q: q)
+    assert result.status == "wrong"
+    assert "raised TypeError" in result.message
+    assert result.message.endswith(
+        "keep the signature given in the cell: def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor"
+    )
+
+
+def test_an_error_of_the_learner_names_the_piece_and_the_error_in_one_line():
+    def attention_scores(q, k):
+        raise ValueError("first line\nsecond line")
+
+    assert evaluate("attention_scores", attention_scores) == Result(
+        "attention_scores", "wrong", "calling attention_scores raised ValueError: first line"
+    )
+
+
+def test_evaluating_leaves_the_global_random_state_alone():
+    def attention_scores(q, k):
+        torch.rand(100)  # the learner's code draws random numbers
+        return q @ k.transpose(-2, -1)
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    assert evaluate("attention_scores", attention_scores).status == "built"
+    assert evaluate("train_step", PIECES["train_step"].reference).status == "built"  # builds and trains models
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+# check()
+
+
+def test_check_prints_built_and_returns_the_learners_function(capsys):
+    def attention_scores(q, k):
+        return q @ k.transpose(-2, -1)
+
+    assert check("attention_scores", attention_scores) is attention_scores
+    assert capsys.readouterr().out == "attention_scores: built\n"
+
+
+def test_check_of_a_stub_prints_not_yet_and_returns_the_reference(capsys):
+    assert check("scale_scores", not_written) is PIECES["scale_scores"].reference
+    assert capsys.readouterr().out == f"scale_scores: not yet {STUCK}\n"
+
+
+def test_check_of_a_mistake_prints_the_message_and_returns_the_reference(capsys):
+    assert check("mask_future", mask_with_zero) is PIECES["mask_future"].reference
+    out = capsys.readouterr().out
+    assert out == (
+        f"mask_future: wrong: hidden scores must be -inf, not 0: softmax still gives a score of 0 a weight {STUCK}\n"
+    )
+
+
+def test_check_appends_one_json_line_per_check_to_the_report(tmp_path, monkeypatch, capsys):
+    report = tmp_path / "report.jsonl"
+    monkeypatch.setenv("TINYTORCH_CHECK_REPORT", str(report))
+    check("attention_scores", PIECES["attention_scores"].reference)
+    check("scale_scores", not_written)
+    check("mask_future", mask_with_zero)
+    lines = [json.loads(line) for line in report.read_text(encoding="utf-8").splitlines()]
+    assert [(line["name"], line["status"]) for line in lines] == [
+        ("attention_scores", "built"),
+        ("scale_scores", "not yet"),
+        ("mask_future", "wrong"),
+    ]
+    assert lines[2]["message"].startswith("hidden scores must be -inf, not 0") and lines[0]["message"] == ""
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_check_writes_no_report_without_the_variable(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TINYTORCH_CHECK_REPORT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    check("attention_scores", PIECES["attention_scores"].reference)
+    assert list(tmp_path.iterdir()) == []
+
+
+# registering exercises
+
+
+@pytest.fixture
+def empty_registry(monkeypatch):
+    """PIECES emptied for one test, so that test pieces do not stay registered."""
+    monkeypatch.setattr(checks, "PIECES", {})
+    return checks.PIECES
+
+
+def test_an_exercise_is_a_few_lines(empty_registry):
+    register_exercise("my_double", "99_test", "twice n", lambda n: 2 * n, cases=[(1,), (21,)])
+    assert list(empty_registry) == ["my_double"] and empty_registry["my_double"].chapter == "99_test"
+    assert evaluate("my_double", lambda n: n + n).status == "built"
+    assert evaluate("my_double", not_written).status == "not yet"
+    assert evaluate("my_double", lambda n: 2 * n + 1) == Result(
+        "my_double", "wrong", "my_double(1) returned 3: too large"
+    )
+
+
+def test_an_exercise_compares_numbers_with_its_tolerance_and_tensors_value_by_value(empty_registry):
+    register_exercise("my_epochs", "99_test", "days", lambda: 99.0, rtol=0.01, hint="count the days")
+    register_exercise("my_ones", "99_test", "ones", lambda n: torch.ones(n), cases=[(3,)])
+    assert evaluate("my_epochs", lambda: 99.5).status == "built"
+    assert evaluate("my_epochs", lambda: 90).message == "my_epochs() returned 90: too small: count the days"
+    assert evaluate("my_epochs", lambda: "99").message == "my_epochs()'s result must be a number, got a str"
+    assert evaluate("my_ones", lambda n: torch.zeros(n)).message.startswith("my_ones(3): values differ")
+    assert (
+        evaluate("my_ones", lambda n: torch.ones(n + 1)).message == "my_ones(3)'s result: expected shape (3,), got (4,)"
+    )
+
+
+def test_a_name_can_be_registered_once(empty_registry):
+    register_exercise("my_double", "99_test", "twice n", lambda n: 2 * n)
+    with pytest.raises(ValueError, match="'my_double' is already registered"):
+        register_exercise("my_double", "99_test", "twice n", lambda n: 2 * n)
+
+
+def test_checks_import_only_torch_and_tinytorch_and_import_tinytorch_does_not_import_them():
+    code = (
+        "import sys, tinytorch; before = 'tinytorch.checks' in sys.modules; import tinytorch.checks; "
+        "print(before, sorted(m for m in ('matplotlib', 'ipywidgets', 'transformers', 'nbformat', 'nbclient') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False []"
