@@ -5,6 +5,7 @@
 #
 #   bash scripts/check_torch_version.sh 2.4.0              # every package test
 #   bash scripts/check_torch_version.sh 2.4.0 -x -k gpt    # extra arguments go to pytest
+#   ALSO='transformers<5' bash scripts/check_torch_version.sh 2.4.0   # also install these, unconstrained
 #
 # It tests the repository's committed HEAD, cloned into the scratch folder (the tests write files there, not here).
 # Scratch folder: $SCRATCH, default /tmp/tinytorch-torch-VERSION (kept, so a second run installs nothing new).
@@ -22,9 +23,21 @@ git clone --quiet "$repo" "$scratch/src"
 py="$scratch/venv/bin/python"
 # constraints.txt with its torch line replaced by the version under test
 { grep -v '^torch==' "$scratch/src/constraints.txt"; echo "torch==$version"; } > "$scratch/constraints.txt"
+# pyproject's requirements and dev extra less torch, so that a torch below pyproject's floor can be checked too
+"$py" - "$scratch/src/pyproject.toml" > "$scratch/requirements.txt" <<'PY'
+import re, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print("\n".join(r for r in project["dependencies"] + project["optional-dependencies"]["dev"] if not re.match(r"torch\b", r)))
+PY
 "$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet "torch==$version"
-"$py" -m pip install --quiet -c "$scratch/constraints.txt" -e "$scratch/src[dev]"
+"$py" -m pip install --quiet -c "$scratch/constraints.txt" -r "$scratch/requirements.txt"
+"$py" -m pip install --quiet --no-deps -e "$scratch/src"
+if [ -n "${ALSO:-}" ]; then  # e.g. ALSO='transformers<5': transformers 5 needs torch >= 2.6 for its GPT-2
+  # shellcheck disable=SC2086  # ALSO may name several requirements
+  "$py" -m pip install --quiet $ALSO "torch==$version"
+fi
+"$py" -m pip check || echo "(pip check: see above; a torch below pyproject's floor is expected there)"
 cd "$scratch/src"
 "$py" -c 'import sys, torch; print(f"torch {torch.__version__}, Python {sys.version.split()[0]}, commit", end=" ")'
 git rev-parse --short HEAD
