@@ -1,87 +1,111 @@
-"""How fast the attention explorer redraws, against references measured in the same run.
+"""How long the attention explorer and the sampling playground take to answer a control change.
 
     python benchmarks/bench_viz.py
 
-For a 64-character text and the shipped Shakespeare model, times `AttentionExplorer.render` for a new
-layer, a new head, a new query row, the all-heads view and a new text (which also recomputes the
-maps), and prints each as milliseconds and as a ratio against two references: one forward pass of the
-model on the same text, and a bare matplotlib draw (a 64 x 64 imshow saved to PNG, no labels).
-Each number is the median over rounds, contenders interleaved. Target: a new layer or head < ~150 ms.
+With the shipped Shakespeare model, for texts of 48, 256 and 1,000 characters (the model reads the last 256),
+times what happens in Python when the learner changes a control: the handler that computes the new view and sends
+it to the browser (the browser's own drawing is not included: it is a few milliseconds of JavaScript). Each number
+is the median over rounds, printed in milliseconds and as a ratio against one forward pass of the model on the same
+text, measured in the same run. Target: at most 100 ms per control change at 256 characters.
+
+The same script measures an older tinytorch too, for a before/after table: it only sets the controls' values, so it
+runs against any version whose explorer has `text`, `layer`, `head` and `query` widgets, e.g.
+`git worktree add /tmp/before <commit> && PYTHONPATH=/tmp/before python benchmarks/bench_viz.py`.
 """
 
 import statistics
 import time
-from io import BytesIO
 
 import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt
 import torch
 
+import tinytorch
 from tinytorch.generation import load_pretrained
-from tinytorch.viz import ALL_HEADS, AttentionExplorer
+from tinytorch.viz import AttentionExplorer
 
 ROUNDS = 7
-TEXT = "ROMEO:\nBut soft, what light through yonder window breaks? It is "  # 64 characters
+SPEECH = (
+    "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
+    "Arise, fair sun, and kill the envious moon,\nWho is already sick and pale with grief,\n"
+    "That thou her maid art far more fair than she:\n"
+)
 
 
-def bare_draw() -> bytes:
-    fig, ax = plt.subplots(figsize=(6, 5))
-    ax.imshow(torch.rand(64, 64).numpy())
-    buffer = BytesIO()
-    fig.savefig(buffer, format="png", dpi=72)
-    plt.close(fig)
-    return buffer.getvalue()
+def median_ms(action, rounds: int = ROUNDS) -> float:
+    """Median wall time of action(r) over rounds, in milliseconds, after one untimed warm-up."""
+    action(rounds)
+    times = []
+    for r in range(rounds):
+        start = time.perf_counter()
+        action(r)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def explorer_rows(model, tokenizer, length: int) -> dict[str, float]:
+    text = (SPEECH * (length // len(SPEECH) + 1))[-length:]
+    explorer = AttentionExplorer(model, tokenizer, text)
+    idx = torch.tensor([tokenizer.encode(text[-model.config.block_size :])])
+    heads = [value for _, value in explorer.head.options]
+    together = next(value for value in heads if not isinstance(value, int))  # "all heads" (mean, max or a grid)
+    positions = explorer.query.max + 1
+    other = text[:-1] + ("e" if text[-1] != "e" else "a")
+
+    def forward(r: int) -> None:
+        with torch.no_grad():
+            model(idx)
+
+    def set_value(control, values):
+        return lambda r: setattr(control, "value", values[r % len(values)])
+
+    return {
+        "forward pass (reference)": median_ms(forward),
+        "new layer": median_ms(set_value(explorer.layer, [1, 2, 3, 0])),
+        "new head": median_ms(set_value(explorer.head, [1, 2, 3, 0])),
+        "all heads": median_ms(lambda r: setattr(explorer.head, "value", [together, 0][r % 2])),
+        "new query": median_ms(set_value(explorer.query, [positions // 2, positions - 1, positions // 3])),
+        "new text (maps + view)": median_ms(set_value(explorer.text, [other, text])),
+    }
+
+
+def playground_rows(model, tokenizer) -> dict[str, float]:
+    from tinytorch.viz import SamplingPlayground
+
+    playground = SamplingPlayground(model, tokenizer, SPEECH[-200:])
+    return {
+        "temperature": median_ms(lambda r: setattr(playground.temperature, "value", [0.5, 1.0][r % 2])),
+        "top-k": median_ms(lambda r: setattr(playground.top_k, "value", [5, 0][r % 2])),
+        "top-p": median_ms(lambda r: setattr(playground.top_p, "value", [0.5, 1.0][r % 2])),
+        "repetition penalty": median_ms(lambda r: setattr(playground.penalty, "value", [1.5, 1.0][r % 2])),
+        "sample one character": median_ms(lambda r: playground.sample(1)),
+    }
 
 
 def main() -> None:
-    assert len(TEXT) == 64, len(TEXT)
     model, tokenizer = load_pretrained()
-    explorers = {}  # one explorer per view, so that no view's timing pays for another's cache
-
-    def explorer(name: str) -> AttentionExplorer:
-        if name not in explorers:
-            explorers[name] = AttentionExplorer(model, tokenizer, TEXT)
-        return explorers[name]
-
-    idx = torch.tensor([tokenizer.encode(TEXT)])
-    other = TEXT[1:] + "e"
-    texts = [TEXT, other]
-
-    def new_text(r: int) -> bytes:
-        return explorer("text").render(text=texts[r % 2])  # a different text each round: the maps are recomputed
-
-    def forward(r: int):
-        with torch.no_grad():
-            return model(idx)
-
-    contenders = {
-        "forward pass (reference)": forward,
-        "bare matplotlib draw (reference)": lambda r: bare_draw(),
-        "new layer": lambda r: explorer("layer").render(layer=r % 6, head=0),
-        "new head": lambda r: explorer("head").render(layer=0, head=r % 6),
-        "new query row": lambda r: explorer("query").render(layer=0, head=0, query=r % 64),
-        "all heads of a layer": lambda r: explorer("all").render(layer=r % 6, head=ALL_HEADS),
-        "new text (maps + draw)": new_text,
-    }
-    for fn in contenders.values():  # warm-up: imports, font cache, first kernels
-        fn(1)
-    times = {name: [] for name in contenders}
-    for r in range(ROUNDS):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn(r)
-            times[name].append(time.perf_counter() - start)
-    ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
-    forward_ms, draw_ms = ms["forward pass (reference)"], ms["bare matplotlib draw (reference)"]
-    print(f"attention explorer redraw, 64-character text, {torch.get_num_threads()} threads, median of {ROUNDS}")
-    print(f"{'view':<34}{'ms':>8}{'x forward':>11}{'x bare draw':>13}")
-    for name, value in ms.items():
-        print(f"{name:<34}{value:8.1f}{value / forward_ms:11.1f}{value / draw_ms:13.1f}")
-    worst = max(ms["new layer"], ms["new head"])
-    print(f"new layer or head: {worst:.0f} ms (target < 150 ms): {'ok' if worst < 150 else 'SLOW'}")
+    print(f"tinytorch from {tinytorch.__file__}; {torch.get_num_threads()} threads; median of {ROUNDS} rounds")
+    print("explorer: a control change, in ms (and x one forward pass on the same text)")
+    results = {length: explorer_rows(model, tokenizer, length) for length in (48, 256, 1000)}
+    print(f"{'control':<26}" + "".join(f"{f'{n} characters':>22}" for n in results))
+    for name in results[48]:
+        cells = [
+            f"{rows[name]:8.1f} ms ({rows[name] / rows['forward pass (reference)']:5.1f}x)" for rows in results.values()
+        ]
+        print(f"{name:<26}" + "".join(f"{cell:>22}" for cell in cells))
+    worst = max(value for name, value in results[256].items() if name != "forward pass (reference)")
+    verdict = "met" if worst <= 100 else "NOT met"
+    print(f"slowest control change at 256 characters: {worst:.0f} ms (target <= 100 ms): {verdict}")
+    try:
+        rows = playground_rows(model, tokenizer)
+    except ImportError:
+        print("playground: not in this version of tinytorch")
+        return
+    print("playground (200-character prompt): a control change, in ms")
+    for name, value in rows.items():
+        print(f"{name:<26}{value:8.1f} ms")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The attention explorer in a real browser: JupyterLab + Debian's chromium, driven by Playwright.
+"""The attention explorer and the sampling playground in a real browser: JupyterLab, Debian's chromium, Playwright.
 
 Skipped (with the reason shown) when chromium or playwright is missing. Nothing in the repo changes:
 the notebook is copied into a temporary directory that JupyterLab serves.
@@ -85,7 +85,47 @@ def lab(tmp_path):
         log.close()
 
 
-def test_explorer_redraws_in_a_real_browser(lab):
+SCREENSHOTS = Path(os.environ.get("TMPDIR", "/tmp")) / "tinytorch-browser"
+FONT_SIZES = """(root) => Array.from(root.querySelectorAll('.tt-char, .tt-label, .tt-caption, .tt-bar-label'))
+    .filter((el) => el.getClientRects().length > 0)
+    .map((el) => parseFloat(getComputedStyle(el).fontSize) * el.getBoundingClientRect().height / el.offsetHeight)"""
+
+
+def smallest_label_pt(panel) -> float:
+    """The smallest font of the view's labels and characters, as rendered, in points (1 pt = 4/3 px)."""
+    sizes = panel.evaluate(FONT_SIZES)
+    assert sizes, "the view shows no labels"
+    return min(sizes) * 0.75
+
+
+def fill_and_leave(textarea, text: str) -> None:
+    """Type into a text box that reports on blur (continuous_update=False), then leave it."""
+    textarea.fill(text)
+    textarea.press("Tab")
+
+
+def set_slider(panel, index: int, value) -> None:
+    """Type a value into the readout of the panel's index-th slider."""
+    readout = panel.locator(".widget-readout").nth(index)
+    readout.click()
+    readout.press("Control+a")
+    readout.type(str(value))
+    readout.press("Enter")
+
+
+def changes(page, element, action, what: str) -> None:
+    """Run action and wait until element's HTML changes."""
+    before = element.inner_html()
+    action()
+    try:
+        page.wait_for_function("([el, before]) => el.innerHTML !== before", arg=[element.element_handle(), before])
+    except PlaywrightTimeout:
+        pytest.fail(f"{what} did not change the view within 30 s")
+
+
+def test_explorer_and_playground_in_a_real_browser(lab, tmp_path):
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
     with sync_playwright() as playwright:
         args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
         args += ["--disable-sync", "--no-first-run"]
@@ -98,43 +138,68 @@ def test_explorer_redraws_in_a_real_browser(lab):
             wait_for_idle(page)  # "Run All" sent before the kernel is connected is silently lost
             page.get_by_text("Run", exact=True).first.click()  # the menu bar
             page.get_by_text("Run All Cells", exact=True).click()
-            panel = page.locator(".widget-vbox").first  # the first explorer: the untrained model
-            image = panel.locator("img.widget-image")
-            image.wait_for(timeout=60_000)
+            page.locator(".tt-bars").first.wait_for(timeout=90_000)  # the playground: the last widget
             wait_for_idle(page)
 
-            def redraws(action, what: str) -> None:
-                before = image.get_attribute("src")
-                action()
-                try:
-                    page.wait_for_function(
-                        "([el, before]) => el.getAttribute('src') !== before",
-                        arg=[image.element_handle(), before],
-                        timeout=15_000,
-                    )
-                except PlaywrightTimeout:
-                    pytest.fail(f"{what} did not redraw the heatmap within 15 s")
-                assert image.get_attribute("src") != before, f"{what} did not redraw the heatmap"
+            # the untrained explorer: a click selects the query, the layer changes the shading
+            tiny = page.locator(".widget-vbox", has=page.locator(".tt-attention")).first
+            view = tiny.locator(".tt-attention")
+            chars = view.locator(".tt-char")
+            assert chars.count() == len("to be or not to be")
+            changes(page, view, lambda: chars.nth(3).click(), "a click on a character")
+            assert view.locator(".tt-query").first.inner_text() == "b"
+            assert tiny.locator(".widget-readout").first.inner_text().strip() == "3"  # the query slider followed
+            changes(page, view, lambda: tiny.locator("select").nth(0).select_option(label="layer 1"), "the layer menu")
+            changes(page, view, lambda: tiny.locator("select").nth(1).select_option(label="all heads (max)"), "max")
+            box = tiny.locator("textarea")
+            fill_and_leave(box, "to be!")  # '!' is unknown: a message that wraps, no crash
+            message = tiny.get_by_text("is not in the tokenizer's vocabulary")
+            message.wait_for()
+            inside = message.evaluate("(el) => el.scrollWidth <= el.clientWidth + 1")
+            assert inside, "the message is cut off instead of wrapping"
 
-            dropdowns = panel.locator(".widget-dropdown select")
-            redraws(lambda: dropdowns.nth(0).select_option(label="layer 1"), "the layer dropdown")
-            redraws(lambda: dropdowns.nth(1).select_option(label="head 2"), "the head dropdown")
-            redraws(lambda: dropdowns.nth(1).select_option(label="all heads"), "the all-heads choice")
-            text_box = panel.locator(".widget-text input")
+            # the trained explorer: a typed newline is kept; labels stay readable at any length
+            trained = page.locator(".widget-vbox", has=page.locator(".tt-attention")).nth(1)
+            view = trained.locator(".tt-attention")
+            changes(page, view, lambda: fill_and_leave(trained.locator("textarea"), "ROMEO:\nO Juliet"), "a newline")
+            assert view.locator(".tt-char").count() == len("ROMEO:\nO Juliet")
+            assert view.locator(".tt-text br").count() == 1 and "⏎" in view.locator(".tt-text").inner_text()
+            speech = (
+                "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
+            )
+            for length in (48, 256, 1000):
+                text = (speech * 12)[:length]
+                changes(page, view, lambda t=text: fill_and_leave(trained.locator("textarea"), t), f"{length} chars")
+                shown = view.locator(".tt-char").count()
+                assert shown == min(length, 256), f"{length} characters: {shown} shown"
+                smallest = smallest_label_pt(view)
+                assert smallest >= 9, f"at {length} characters a label is {smallest:.1f} pt, under 9 pt"
+                if length == 1000:
+                    assert trained.get_by_text("showing the last 256 characters").count() == 1
+                    trained.screenshot(path=str(shots / "explorer-1000-characters.png"))
 
-            def type_text():
-                text_box.fill("not to be")
-                text_box.press("Enter")
-
-            redraws(type_text, "the text box")
-            text_box.fill("to be!")  # '!' is unknown: a message, no crash
-            text_box.press("Enter")
-            panel.get_by_text("is not in the tokenizer's vocabulary").wait_for(timeout=15_000)
+            # the playground: every control changes the chart; a sample appends a character
+            playground = page.locator(".widget-vbox", has=page.locator(".tt-bars")).first
+            chart = playground.locator(".tt-chart")
+            knobs = [(3, 1.5, "penalty"), (0, 0.5, "temperature"), (1, 3, "top-k"), (2, 0.2, "top-p")]
+            for index, value, name in knobs:  # each on top of the ones before it, and each still changes the chart
+                changes(page, chart, lambda i=index, v=value: set_slider(playground, i, v), f"the {name} slider")
+            assert chart.locator(".tt-dropped").count() >= chart.locator(".tt-column").count() - 3  # top-k 3
+            assert smallest_label_pt(playground) >= 9
+            prompt = playground.locator("textarea")
+            before = prompt.input_value()
+            playground.get_by_text("sample one character").click()
+            page.wait_for_function("([el, n]) => el.value.length === n + 1", arg=[prompt.element_handle(), len(before)])
+            assert prompt.input_value().startswith(before)
+            playground.screenshot(path=str(shots / "playground.png"))
         except Exception:
             page.screenshot(path=str(FAILURE_SCREENSHOT))  # what the browser showed, for debugging
             raise
         finally:
             browser.close()
+    SCREENSHOTS.mkdir(exist_ok=True)
+    for shot in shots.iterdir():  # a copy outside pytest's temporary folders, which are cleaned up later
+        shutil.copy(shot, SCREENSHOTS / shot.name)
 
 
 def wait_for_idle(page) -> None:

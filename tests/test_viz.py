@@ -1,4 +1,5 @@
-from io import BytesIO
+import base64
+import html
 
 import matplotlib
 import matplotlib.image
@@ -15,7 +16,17 @@ from torch.testing import assert_close
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
-from tinytorch.viz import ALL_HEADS, AttentionExplorer, attention_maps, plot_head, plot_layer
+from tinytorch.viz import (
+    BARS,
+    MAX,
+    MEAN,
+    WINDOW,
+    AttentionExplorer,
+    SamplingPlayground,
+    attention_maps,
+    plot_head,
+    plot_layer,
+)
 
 TEXT = "to be or not to be"
 TOKENIZER = CharTokenizer.from_text(TEXT + "\n")
@@ -118,69 +129,73 @@ def test_plot_layer_draws_one_titled_heatmap_per_head():
         plot_layer(maps[0], TEXT[:7])
 
 
-def test_render_draws_a_different_png_for_each_view_without_leaking_figures():
-    explorer = AttentionExplorer(make_model(), TOKENIZER, TEXT)
-    before = plt.get_fignums()
-    views = [
-        explorer.render(),
-        explorer.render(layer=1),
-        explorer.render(head=1),
-        explorer.render(query=2),
-        explorer.render(head=ALL_HEADS),
-        explorer.render(text="not to be"),
-    ]
-    assert all(view.startswith(PNG) for view in views)
-    assert len(set(views)) == len(views)
-    assert plt.get_fignums() == before
-    assert explorer.image.value == views[0]
+def explorer_of(text: str = TEXT, block_size: int = 16) -> AttentionExplorer:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=TOKENIZER.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=32)
+    return AttentionExplorer(GPT(config), TOKENIZER, text)
 
 
-def lower_half(png: bytes):
-    """The pixels of the lower half of a rendered view: heatmap cells, far from the title."""
-    pixels = matplotlib.image.imread(BytesIO(png))
-    return pixels[pixels.shape[0] // 2 :]
+def test_render_gives_the_query_row_and_a_window_of_the_map():
+    explorer = explorer_of(TEXT[:16])
+    maps = attention_maps(explorer.model, ids(TEXT[:16]))
+    view = explorer.render(layer=1, head=0, query=9)
+    assert view["chars"] == list(TEXT[:16]) and view["query"] == 9 and view["start"] == 0
+    assert_close(torch.tensor(view["row"]), maps[1, 0, 9])
+    assert_close(torch.tensor(view["window"]), maps[1, 0])  # 16 characters: the window is the whole map
+    assert "layer 1, head 0" in view["caption"] and "position 9" in view["caption"]
+    assert abs(sum(view["row"]) - 1) < 1e-5 and view["row"][10:] == [0.0] * 6  # nothing on the future
 
 
-def test_each_head_view_shows_that_heads_weights():
-    model, text = make_model(), TEXT[-16:]
-    explorer = AttentionExplorer(model, TOKENIZER, text)
-    maps = attention_maps(model, ids(text))
-    halves = []
-    for layer, head in [(0, 0), (0, 1), (1, 0), (1, 1)]:
-        png = explorer.render(layer=layer, head=head)
-        drawn = explorer._head_figure(text).axes[0].images[0].get_array()
-        assert_close(torch.as_tensor(drawn), maps[layer, head])
-        fresh = AttentionExplorer(model, TOKENIZER, text).render(layer=layer, head=head)
-        assert (lower_half(png) == lower_half(fresh)).all(), "a view depends on the views drawn before it"
-        halves.append(lower_half(png))
-    assert all((a != b).any() for i, a in enumerate(halves) for b in halves[i + 1 :]), "two heads drew the same cells"
+def test_all_heads_are_their_mean_or_their_max():
+    explorer = explorer_of(TEXT[:16])
+    maps = attention_maps(explorer.model, ids(TEXT[:16]))
+    assert_close(explorer.weights(layer=1, head=MEAN), maps[1].mean(dim=0))
+    assert_close(explorer.weights(layer=1, head=MAX), maps[1].amax(dim=0))
+    views = [explorer.render(layer=layer, head=head) for layer in (0, 1) for head in (0, 1, MEAN, MAX)]
+    assert len({str(view["window"]) for view in views}) == len(views), "two choices drew the same map"
 
 
-def test_changing_a_control_redraws_the_image_in_place():
-    explorer = AttentionExplorer(make_model(), TOKENIZER, TEXT)
-    seen = [explorer.image.value]
-    for control, value in [(explorer.layer, 1), (explorer.head, 1), (explorer.query, 3), (explorer.head, ALL_HEADS)]:
+@pytest.mark.parametrize(("query", "start"), [(5, 0), (30, 6), (59, 16)])
+def test_the_heatmap_window_holds_at_most_48_characters_around_the_query(query, start):
+    text = (TEXT + " ") * 4  # 76 characters, of which a model of block_size 64 reads the last 64
+    explorer = explorer_of(text, block_size=64)
+    view = explorer.render(query=query)
+    assert len(view["chars"]) == 64 and len(view["window"]) == WINDOW == 48
+    assert view["start"] == start and view["start"] <= query < view["start"] + WINDOW
+    full = explorer.weights()  # (64, 64)
+    assert_close(torch.tensor(view["window"]), full[start : start + WINDOW, start : start + WINDOW])
+
+
+def test_changing_a_control_updates_the_view_in_place():
+    explorer = explorer_of()
+    seen = [explorer.view.row]
+    for control, value in [(explorer.layer, 1), (explorer.head, 1), (explorer.query, 3), (explorer.head, MAX)]:
         control.value = value
-        assert explorer.image.value not in seen, f"{control.description} did not redraw"
-        seen.append(explorer.image.value)
-    assert explorer.query.disabled  # the query row means nothing in the all-heads view
-    explorer.head.value = 0
-    assert not explorer.query.disabled
+        assert explorer.view.row not in seen, f"{control.description} did not change the view"
+        seen.append(explorer.view.row)
+        assert explorer.view.row == explorer.render()["row"]
 
 
-def test_a_new_text_moves_the_slider_to_its_last_character():
-    explorer = AttentionExplorer(make_model(), TOKENIZER, TEXT)
-    explorer.text.value = "be"
-    assert (explorer.query.max, explorer.query.value) == (1, 1)
-    assert explorer.image.value == explorer.render(text="be", query=1)
+def test_a_click_in_the_view_chooses_the_query():
+    explorer = explorer_of()
+    explorer.view.query = 4  # what the browser sets when the learner clicks the fifth character
+    assert explorer.query.value == 4 and explorer.view.query == 4
+    assert explorer.view.row == explorer.render(query=4)["row"]
+
+
+def test_a_new_text_moves_the_slider_to_its_last_character_and_keeps_newlines():
+    explorer = explorer_of()
+    explorer.text.value = "be\nbe"
+    assert (explorer.query.max, explorer.query.value) == (4, 4)
+    assert explorer.view.chars == list("be\nbe")
 
 
 def test_unknown_characters_show_a_message_instead_of_crashing():
-    explorer = AttentionExplorer(make_model(), TOKENIZER, TEXT)
-    image = explorer.image.value
+    explorer = explorer_of()
+    shown = explorer.view.chars
     explorer.text.value = "to be!"
-    assert "'!'" in explorer.message.value and "vocabulary" in explorer.message.value
-    assert explorer.image.value == image  # the last good picture stays
+    assert "'!'" in html.unescape(explorer.message.value) and "vocabulary" in explorer.message.value
+    assert explorer.view.chars == shown  # the last good view stays
     explorer.text.value = "to be"
     assert explorer.message.value == ""
     with pytest.raises(ValueError, match="vocabulary"):
@@ -188,15 +203,90 @@ def test_unknown_characters_show_a_message_instead_of_crashing():
 
 
 def test_an_empty_text_shows_a_message():
-    explorer = AttentionExplorer(make_model(), TOKENIZER, TEXT)
+    explorer = explorer_of()
     explorer.text.value = ""
     assert "empty" in explorer.message.value
 
 
-def test_long_texts_keep_their_last_block_size_characters():
-    explorer = AttentionExplorer(make_model(), TOKENIZER, "be " * 10)  # 30 characters, block_size 16
-    assert explorer.text.value == ("be " * 10)[-16:]
+def test_long_texts_show_their_last_block_size_characters_and_say_so():
+    explorer = explorer_of("be " * 10)  # 30 characters, block_size 16
+    assert explorer.text.value == "be " * 10  # the learner's text is kept whole
+    assert explorer.view.chars == list(("be " * 10)[-16:]) and "last 16 characters" in explorer.message.value
     explorer.text.value = "to be or not to be to be"  # 24 characters
-    assert explorer.query.max == 15
-    assert "last 16" in explorer.message.value
-    assert explorer.image.value == explorer.render(text=explorer.text.value[-16:])
+    assert explorer.query.max == 15 and "last 16 characters" in explorer.message.value
+
+
+def test_the_static_picture_is_the_window_with_readable_labels_and_leaks_no_figure():
+    explorer = explorer_of(TEXT[:16])
+    before = plt.get_fignums()
+    bundle = explorer._repr_mimebundle_()
+    assert plt.get_fignums() == before
+    assert base64.b64decode(bundle["image/png"]).startswith(PNG)
+    assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["text/plain"].startswith("AttentionExplorer")
+    fig = explorer.figure()
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["t", "o", "␣", "b", "e", "␣", "o", "r"] + list(
+        "␣not␣to␣".replace(" ", "␣")
+    )
+    assert min(t.get_fontsize() for t in ax.get_xticklabels() + ax.get_yticklabels()) >= 9
+    plt.close(fig)
+
+
+# the sampling playground
+
+
+def playground_of(prompt: str = TEXT, seed: int = 0) -> SamplingPlayground:
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=TOKENIZER.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=32)
+    model = GPT(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # a sharper distribution than a fresh model's, like a trained one
+    return SamplingPlayground(model, TOKENIZER, prompt, seed=seed)
+
+
+def test_the_chart_shows_the_model_before_and_sampling_after_the_knobs():
+    playground = playground_of()
+    before, after = playground.distribution()
+    assert_close(before, after)  # every knob at its neutral value
+    assert abs(before.sum().item() - 1) < 1e-5
+    view = playground.render()
+    assert len(view["labels"]) == min(BARS, TOKENIZER.vocab_size) and all(view["kept"])
+    assert view["before"] == sorted(view["before"], reverse=True)  # the most likely first
+
+
+@pytest.mark.parametrize(("knob", "value"), [("temperature", 0.5), ("top_k", 2), ("top_p", 0.3), ("penalty", 1.8)])
+def test_every_knob_changes_what_sampling_draws_from_and_not_the_model(knob, value):
+    playground = playground_of()
+    base = playground.render()
+    getattr(playground, knob).value = value
+    view = playground.view
+    assert view.before == base["before"] and view.after != base["after"], knob
+    if knob == "top_k":
+        assert sum(view.kept) == 2
+
+
+def test_sampling_appends_to_the_prompt_and_a_seed_repeats_it():
+    first, second = playground_of(seed=3), playground_of(seed=3)
+    drawn = first.sample(5)
+    assert len(drawn) == 5 and first.prompt.value == TEXT + drawn
+    assert second.sample(5) == drawn
+    second.seed.value = 3  # the same seed again: the same draws from the start
+    second.prompt.value = TEXT
+    assert second.sample(5) == drawn
+
+
+def test_a_line_stops_at_its_newline():
+    playground = playground_of()
+    with torch.no_grad():  # make the newline the only likely character
+        playground.model.lm_head.weight.zero_()
+        playground.model.ln_f.bias.zero_()
+        playground.model.lm_head.weight[TOKENIZER.stoi["\n"]] = playground.model.ln_f.weight.abs() + 1
+    assert playground.sample(200, stop="\n").endswith("\n")
+
+
+def test_a_prompt_it_cannot_read_shows_a_message():
+    playground = playground_of()
+    playground.prompt.value = "to be!"
+    assert "vocabulary" in playground.message.value
+    playground.prompt.value = ""
+    assert "empty" in playground.message.value
