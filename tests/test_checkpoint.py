@@ -1,7 +1,12 @@
 """Appendix 09's module: atomic writes, and checkpoints that round-trip and fail clearly."""
 
+import json
 import os
+import re
+import shutil
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,10 +14,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from tinytorch.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from tinytorch.checkpoint import atomic_write, load_checkpoint, remove_leftovers, restore, save_checkpoint
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
-from tinytorch.gpt import GPT
+from tinytorch.gpt import GPT, next_token_loss
 
 TEXT = "To be, or not to be, that is the question:\n"
 
@@ -105,3 +110,197 @@ def test_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, tokenizer):
         save_checkpoint(path, model, tokenizer, step=2, meta={"history": [{"bad": object()}]})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_atomic_write_fsyncs_the_file_before_the_rename_and_then_its_folder(tmp_path, monkeypatch):
+    synced = []  # (inode, is a folder, does the target exist yet) of every fsync, in order
+    real_fsync = os.fsync
+
+    def spy(fd):
+        info = os.fstat(fd)
+        synced.append((info.st_ino, stat.S_ISDIR(info.st_mode), (tmp_path / "out.txt").exists()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic_write(tmp_path / "out.txt", lambda tmp: Path(tmp).write_text("durable"))
+    file_inode, folder_inode = (tmp_path / "out.txt").stat().st_ino, tmp_path.stat().st_ino
+    assert synced == [(file_inode, False, False), (folder_inode, True, True)]
+
+
+def test_remove_leftovers_removes_only_the_temporary_files_of_that_file(tmp_path):
+    keep = ["c.safetensors", ".c.safetensors.lock", ".other.safetensors.abc.tmp", "notes.tmp"]
+    stale = [".c.safetensors.k2j4_x.tmp", ".c.safetensors.zz.tmp"]
+    for name in keep + stale:
+        (tmp_path / name).write_text(name)
+    assert sorted(remove_leftovers(tmp_path / "c.safetensors")) == sorted(tmp_path / name for name in stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def rewrite(path, meta=None, tensors=None, raw_meta=None):
+    """Save `path` again with changed metadata (a dict, or the raw string) or changed tensors."""
+    with safe_open(path, "pt") as f:
+        header = f.metadata()
+    saved = load_file(path)
+    if meta is not None:
+        header = {"tinytorch": json.dumps(meta)}
+    if raw_meta is not None:
+        header = raw_meta
+    save_file(tensors(saved) if tensors else saved, path, metadata=header)
+
+
+def saved_meta(path):
+    with safe_open(path, "pt") as f:
+        return json.loads(f.metadata()["tinytorch"])
+
+
+def edit(change):
+    """A function meta -> changed copy of meta."""
+
+    def apply(meta):
+        meta = json.loads(json.dumps(meta))
+        change(meta)
+        return meta
+
+    return apply
+
+
+BAD_METADATA = {
+    "no tinytorch metadata": ({"other": "1"}, "no tinytorch metadata"),
+    "not JSON": ({"tinytorch": "{'config': "}, "not valid JSON"),
+    "a list": ({"tinytorch": "[1, 2]"}, "a JSON object"),
+    "null": ({"tinytorch": "null"}, "a JSON object"),
+    "no config": (edit(lambda m: m.pop("config")), "'config'"),
+    "no tokenizer": (edit(lambda m: m.pop("tokenizer")), "'tokenizer'"),
+    "config is a list": (edit(lambda m: m.update(config=[1, 2])), "'config'"),
+    "int as a string": (edit(lambda m: m["config"].update(n_embd="32")), "n_embd must be an int"),
+    "int as a float": (edit(lambda m: m["config"].update(n_embd=32.0)), "n_embd must be an int"),
+    "unknown config key": (edit(lambda m: m["config"].update(n_layers=2)), "n_layers"),
+    "impossible config": (edit(lambda m: m["config"].update(n_head=3)), "n_head=3"),
+    "tokenizer without chars": (edit(lambda m: m.update(tokenizer={"letters": "abc"})), "'chars'"),
+    "tokenizer with a repeated char": (edit(lambda m: m["tokenizer"]["chars"].append("T")), "twice"),
+    "wrong format": (edit(lambda m: m.update(format="other-1")), "format"),
+    "step as a string": (edit(lambda m: m.update(step="7")), "step"),
+    "negative step": (edit(lambda m: m.update(step=-1)), "step"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_METADATA))
+def test_every_malformed_metadata_is_one_value_error_naming_the_file(tmp_path, tokenizer, case):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, small_model(tokenizer), tokenizer, step=3)
+    change, message = BAD_METADATA[case]
+    if callable(change):
+        rewrite(path, meta=change(saved_meta(path)))
+    else:
+        rewrite(path, raw_meta=change)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + re.escape(message)):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda t: t["model.ln_f.weight"].fill_(float("nan")), "ln_f.weight holds NaN or infinite values"),
+        (lambda t: t["model.blocks.0.mlp.fc.weight"].fill_(float("inf")), "fc.weight holds NaN or infinite"),
+        (lambda t: t.update({"model.ln_f.weight": t["model.ln_f.weight"].to(torch.int8)}), "dtype torch.int8"),
+        (lambda t: t.update({"model.ln_f.bias": t["model.ln_f.bias"].bool()}), "dtype torch.bool"),
+    ],
+)
+def test_non_finite_or_non_float_weights_are_refused(tmp_path, tokenizer, change, message):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, small_model(tokenizer), tokenizer)
+
+    def tamper(tensors):
+        change(tensors)
+        return tensors
+
+    rewrite(path, tensors=tamper)
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
+        load_checkpoint(path)
+
+
+SIZE_CLAIMS = """
+import json, resource, sys, time
+from tinytorch.checkpoint import load_checkpoint
+load_checkpoint(sys.argv[1])  # an honest file first: what loading costs anyway
+before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+results = []
+for name in sys.argv[2:]:
+    start = time.perf_counter()
+    try:
+        load_checkpoint(name)
+        results.append(("loaded", name))
+    except ValueError as error:
+        results.append(("ValueError", str(error)))
+    except BaseException as error:
+        results.append((type(error).__name__, str(error)[:200]))
+    results[-1] += (time.perf_counter() - start,)
+peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"results": results, "grew_mb": peak_mb - before_mb}))
+"""
+
+
+def test_size_claims_in_the_metadata_are_checked_before_any_memory_is_allocated(tmp_path, tokenizer):
+    """A file of a few kB that claims a huge model is refused quickly, in little memory, naming the file."""
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, small_model(tokenizer), tokenizer)
+    claims = [("block_size", 10**9), ("n_layer", 10**6), ("block_size", 2 * 10**6), ("vocab_size", 2 * 10**6)]
+    claims += [("n_embd", 2 * 10**6)]
+    paths = []
+    for i, (field, value) in enumerate(claims):
+        meta = saved_meta(path)
+        meta["config"][field] = value
+        tampered = tmp_path / f"{i}-{field}.safetensors"
+        shutil.copy(path, tampered)
+        rewrite(tampered, meta=meta)
+        paths.append(str(tampered))
+    command = [sys.executable, "-c", SIZE_CLAIMS, str(path), *paths]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    for (kind, message, seconds), tampered in zip(report["results"], paths, strict=True):
+        assert kind == "ValueError" and tampered in message, (kind, message)
+        assert seconds < 5, (tampered, seconds)
+    assert report["grew_mb"] < 50  # no model of the claimed size was built, not even for a moment
+
+
+def test_save_refuses_non_finite_weights_and_keeps_the_previous_checkpoint(tmp_path, tokenizer):
+    path = tmp_path / "c.safetensors"
+    model = small_model(tokenizer)
+    save_checkpoint(path, model, tokenizer, step=1)
+    before = path.read_bytes()
+    with torch.no_grad():
+        model.ln_f.weight[0] = float("nan")
+    with pytest.raises(ValueError, match="ln_f.weight holds NaN or infinite values"):
+        save_checkpoint(path, model, tokenizer, step=2)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_float16_overflow_is_refused_too(tmp_path, tokenizer):
+    model = small_model(tokenizer)
+    with torch.no_grad():
+        model.ln_f.weight[0] = 1e6  # fine in float32, inf in float16
+    with pytest.raises(ValueError, match="ln_f.weight holds NaN or infinite values"):
+        save_checkpoint(tmp_path / "c.safetensors", model, tokenizer, dtype=torch.float16)
+
+
+def test_a_weights_only_file_cannot_be_restored(tmp_path, tokenizer):
+    path = tmp_path / "model.safetensors"
+    model = small_model(tokenizer)
+    save_checkpoint(path, model, tokenizer, step=5, dtype=torch.float16)
+    optimizer = torch.optim.AdamW(model.parameters())
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*weights only"):
+        restore(load_checkpoint(path), model, optimizer, torch.Generator())
+
+
+def test_a_damaged_optimizer_state_is_a_clear_error(tmp_path, tokenizer):
+    path = tmp_path / "c.safetensors"
+    model = small_model(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters())
+    next_token_loss(model(torch.zeros(1, 4, dtype=torch.long)), torch.zeros(1, 4, dtype=torch.long)).backward()
+    optimizer.step()
+    save_checkpoint(path, model, tokenizer, 1, optimizer, torch.Generator(), meta={"history": []})
+    rewrite(path, tensors=lambda t: {**t, "rng.generator": torch.zeros(3, dtype=torch.uint8)})
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*cannot be resumed"):
+        restore(load_checkpoint(path), small_model(tokenizer), torch.optim.AdamW(model.parameters()), torch.Generator())

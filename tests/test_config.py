@@ -68,11 +68,51 @@ def test_set_seed_makes_draws_repeatable():
     assert torch.equal(first, torch.rand(5))
 
 
-def test_get_device():
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (True, False, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_get_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert get_device("auto") == get_device() == torch.device(expected)
+
+
+def test_get_device_uses_a_named_device_as_given():
     assert get_device("cpu") == torch.device("cpu")
-    assert get_device("auto").type in {"cpu", "cuda", "mps"}
-    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
-        assert get_device().type == "cpu"
+    assert get_device("cpu:0") == torch.device("cpu", 0)
+
+
+@pytest.mark.parametrize("name", ["bogus", "gpu", ""])
+def test_get_device_rejects_unknown_names(name):
+    with pytest.raises(ValueError, match=f"unknown device {name!r}.*'cpu'"):
+        get_device(name)
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0", "mps"])
+def test_get_device_rejects_a_device_this_machine_does_not_have(monkeypatch, name):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=f"{name!r} is not available on this machine"):
+        get_device(name)
+
+
+@pytest.mark.parametrize(("seed", "error"), [("1", TypeError), (1.5, TypeError), (True, TypeError), (None, TypeError)])
+def test_set_seed_rejects_what_is_not_an_int(seed, error):
+    with pytest.raises(error, match="seed must be an int"):
+        set_seed(seed)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**30])
+def test_set_seed_rejects_ints_out_of_range(seed):
+    with pytest.raises(ValueError, match=r"seed must be in \[0, 2\*\*63\)"):
+        set_seed(seed)
+
+
+@pytest.mark.parametrize("sizes", [dict(vocab_size=10**12), dict(block_size=10**12), dict(n_layer=10**9)])
+def test_a_config_too_big_for_any_memory_is_a_value_error(sizes):
+    with pytest.raises(ValueError, match="GB of memory"):
+        GPTConfig(**sizes)
 
 
 def test_count_parameters_counts_shared_tensors_once():

@@ -215,3 +215,16 @@ def test_3d_input_is_rejected(embeddings):
 def test_empty_input_is_rejected(embeddings, shape):
     with pytest.raises(ValueError, match="no tokens"):
         embeddings(torch.zeros(shape, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.uint8])
+def test_small_integer_ids_are_a_type_error_naming_the_fix(dtype):
+    config = GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    with pytest.raises(TypeError, match=f"dtype {dtype}.*idx.long()"):
+        Embeddings(config)(torch.zeros(1, 4, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_int32_and_int64_ids_are_embedded(dtype):
+    config = GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    assert Embeddings(config)(torch.arange(4, dtype=dtype)[None]).shape == (1, 4, 8)

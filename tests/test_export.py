@@ -12,21 +12,44 @@ HAND_WRITTEN = {"__init__.py", "__main__.py", "_modidx.py", "checks.py", "workbo
 FIX = "run `bash scripts/export.sh` and commit the notebook together with the regenerated module"
 
 
-def test_package_equals_what_the_notebooks_export(tmp_path):
-    for name in ("notebooks", "tinytorch", "scripts"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+def export(root: Path, into: Path) -> Path:
+    """Export root's notebooks into a clean package folder that holds only the hand-written files; returns it."""
+    for name in ("notebooks", "scripts"):
+        shutil.copytree(root / name, into / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    shutil.copy(root / "pyproject.toml", into)
+    (into / "tinytorch").mkdir()
+    for name in HAND_WRITTEN - {"_modidx.py"}:  # nbdev writes _modidx.py itself
+        shutil.copy(root / "tinytorch" / name, into / "tinytorch")
     env = {**os.environ, "TINYTORCH_BIN": str(Path(sys.executable).parent)}
-    subprocess.run(["bash", "scripts/export.sh"], cwd=tmp_path, env=env, check=True, capture_output=True)
+    subprocess.run(["bash", "scripts/export.sh"], cwd=into, env=env, check=True, capture_output=True)
+    return into / "tinytorch"
 
-    committed = {p.name for p in (ROOT / "tinytorch").glob("*.py")}
-    exported = {p.name for p in (tmp_path / "tinytorch").glob("*.py")}
-    assert exported == committed, f"modules differ: {sorted(exported ^ committed)}; {FIX}"
-    _, differing, errors = filecmp.cmpfiles(
-        ROOT / "tinytorch", tmp_path / "tinytorch", sorted(committed), shallow=False
-    )
-    assert not errors, f"could not compare {errors}"
-    assert not differing, f"tinytorch/{', tinytorch/'.join(differing)} differ from the notebooks; {FIX}"
+
+def drift(package: Path, exported: Path) -> list[str]:
+    """What differs between a package folder and the notebooks' export: modules only in one, or changed."""
+    names, exported_names = {p.name for p in package.glob("*.py")}, {p.name for p in exported.glob("*.py")}
+    problems = [f"tinytorch/{name} has no notebook that exports it" for name in sorted(names - exported_names)]
+    problems += [f"tinytorch/{name} is exported but not in the package" for name in sorted(exported_names - names)]
+    _, differing, errors = filecmp.cmpfiles(package, exported, sorted(names & exported_names), shallow=False)
+    problems += [f"tinytorch/{name} differs from its notebook" for name in differing]
+    problems += [f"tinytorch/{name} could not be compared" for name in errors]
+    return problems
+
+
+def test_package_equals_what_the_notebooks_export(tmp_path):
+    problems = drift(ROOT / "tinytorch", export(ROOT, tmp_path))
+    assert not problems, f"{'; '.join(problems)}; {FIX}"
+
+
+def test_the_drift_check_catches_a_module_whose_notebook_was_removed(tmp_path):
+    """The check itself: with chapter 09's notebook gone, tinytorch/checkpoint.py is stale and must be named."""
+    repo = tmp_path / "repo"
+    for name in ("notebooks", "scripts", "tinytorch"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", repo)
+    (repo / "notebooks" / "09_training_runs.ipynb").unlink()
+    problems = drift(repo / "tinytorch", export(repo, tmp_path / "export"))
+    assert "tinytorch/checkpoint.py has no notebook that exports it" in problems
 
 
 def test_every_generated_module_names_its_notebook():

