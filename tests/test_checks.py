@@ -5,6 +5,8 @@ import math
 import re
 import subprocess
 import sys
+from collections import Counter
+from itertools import pairwise
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ STUCK = "(the cells below use tinytorch's version until yours is built)"
 
 COURSE = {
     "02_embeddings": ["encode", "decode", "embed"],
+    "02b_subwords": ["count_pairs", "merge", "train_merges", "encode_chunk"],
     "03_attention": [
         "attention_scores",
         "scale_scores",
@@ -483,6 +486,111 @@ def decode_step_returning_every_position(model, new_ids, cache):
     return cached_step(model, new_ids, cache, cache.length)
 
 
+def merge_pair(ids, pair, new_id):
+    return checks._merge_pair(ids, pair, new_id)
+
+
+def count_pairs_without_overlaps(ids):
+    counts, i = {}, 0
+    while i + 1 < len(ids):
+        pair = (ids[i], ids[i + 1])
+        counts[pair] = counts.get(pair, 0) + 1
+        i += 2 if ids[i] == ids[i + 1] else 1
+    return counts
+
+
+def count_pairs_without_the_last(ids):
+    return dict(Counter(pairwise(ids[:-1])))
+
+
+def count_pairs_of_an_id_with_itself(ids):
+    return dict(Counter(zip(ids, ids, strict=True)))
+
+
+def count_pairs_as_a_list(ids):
+    return list(pairwise(ids))
+
+
+def merge_only_the_first(ids, pair, new_id):
+    for i in range(len(ids) - 1):
+        if (ids[i], ids[i + 1]) == pair:
+            return ids[:i] + [new_id] + ids[i + 2 :]
+    return list(ids)
+
+
+def merge_skipping_one(ids, pair, new_id):
+    out, i = [], 0
+    while i < len(ids):
+        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
+            out.append(new_id)
+        else:
+            out.append(ids[i])
+        i += 1
+    return out
+
+
+def merge_in_place(ids, pair, new_id):
+    i = 0
+    while i < len(ids) - 1:
+        if (ids[i], ids[i + 1]) == pair:
+            ids[i : i + 2] = [new_id]
+        i += 1
+    return ids
+
+
+def merge_right_to_left(ids, pair, new_id):
+    out, i = [], len(ids) - 1
+    while i >= 0:
+        if i > 0 and (ids[i - 1], ids[i]) == pair:
+            out.append(new_id)
+            i -= 2
+        else:
+            out.append(ids[i])
+            i -= 1
+    return out[::-1]
+
+
+def train_merges_without_merging(ids, num_merges):
+    counts = Counter(pairwise(ids))
+    return [min(counts, key=lambda p: (-counts[p], p))] * num_merges
+
+
+def train_merges_from_id_0(ids, num_merges):
+    merges = []
+    for i in range(num_merges):
+        counts = Counter(pairwise(ids))
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        ids = merge_pair(ids, pair, i)
+        merges.append(pair)
+    return merges
+
+
+def train_merges_first_of_the_most_frequent(ids, num_merges):
+    merges = []
+    for i in range(num_merges):
+        counts = Counter(pairwise(ids))
+        pair = max(counts, key=counts.get)  # the first pair counted, of those most frequent
+        ids = merge_pair(ids, pair, 256 + i)
+        merges.append(pair)
+    return merges
+
+
+def encode_chunk_first_found(ids, ranks):
+    merged = True
+    while merged:
+        merged = False
+        for pair in pairwise(ids):
+            if pair in ranks:
+                ids, merged = merge_pair(ids, pair, ranks[pair]), True
+                break
+    return ids
+
+
+def encode_chunk_one_merge(ids, ranks):
+    pair = min(pairwise(ids), key=lambda p: ranks.get(p, math.inf), default=None)
+    return merge_pair(ids, pair, ranks[pair]) if pair in ranks else ids
+
+
 SQRT = "√"
 MISTAKES = [
     # (piece, wrong answer, the message, or the start of it)
@@ -496,6 +604,24 @@ MISTAKES = [
     ("decode", decode_as_list, "decode must return one string: join the characters with ''.join"),
     ("embed", embed_without_positions, "the same token at two positions gets the same vector: add the position"),
     ("embed", embed_positions_from_token_ids, "the positions were looked up with the token ids"),
+    ("count_pairs", count_pairs_without_overlaps, "[7, 7, 7] holds (7, 7) twice, at positions 0-1 and 1-2"),
+    ("count_pairs", count_pairs_without_the_last, "count_pairs([1, 2, 3, 1, 2]) leaves out the last pair, (1, 2)"),
+    ("count_pairs", count_pairs_of_an_id_with_itself, "count_pairs([1, 2, 3, 1, 2]) counts (1, 1), which is not a"),
+    ("count_pairs", count_pairs_as_a_list, "count_pairs([1, 2, 3, 1, 2]) must return a dict {(a, b): count}"),
+    ("merge", merge_only_the_first, "merge([1, 2, 3, 1, 2], (1, 2), 99) returned [99, 3, 1, 2]: only the first"),
+    ("merge", merge_skipping_one, "merge([1, 2, 3, 1, 2], (1, 2), 99) returned [99, 2, 3, 99, 2]: a merged pair's"),
+    ("merge", merge_in_place, "merge([1, 2, 3, 1, 2], (1, 2), 99) changed the list it was given"),
+    ("merge", merge_right_to_left, "merge([7, 7, 7], (7, 7), 256) returned [7, 256]: merge from left to right"),
+    ("train_merges", train_merges_without_merging, "train_merges(list('aaabdaaabac'.encode()), 3): merge 1 repeats"),
+    ("train_merges", train_merges_from_id_0, "train_merges(list('aaabdaaabac'.encode()), 3): merge 1, (0, 97), is not"),
+    (
+        "train_merges",
+        train_merges_first_of_the_most_frequent,
+        "train_merges(list('aaabdaaabac'.encode()), 3): at merge 1, (256, 97) and (97, 98) both occur 2 times; on a "
+        "tie take the smaller pair",
+    ),
+    ("encode_chunk", encode_chunk_first_found, "encode_chunk([97, 98, 99, 100], ranks) returned [257, 99, 100]: merge"),
+    ("encode_chunk", encode_chunk_one_merge, "encode_chunk([97, 98, 99, 100], ranks) returned [97, 256, 100] after"),
     ("attention_scores", scores_swapped, "scores[t, j] must be q_t · k_j; yours is k_t · q_j: did you swap q and k?"),
     ("attention_scores", scores_for_three_dimensions_only, "with q and k of shape (2, 3, 5, 4) it raised RuntimeError"),
     ("mask_future", mask_with_zero, "hidden scores must be -inf, not 0: softmax still gives a score of 0 a weight"),

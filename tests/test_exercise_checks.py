@@ -8,6 +8,7 @@ import inspect
 import json
 import math
 import struct
+from itertools import pairwise
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinytorch.attention import attention_weights
+from tinytorch.bpe import END_OF_TEXT
 from tinytorch.checks import PIECES, Result, evaluate
 from tinytorch.config import GPTConfig, count_parameters
 from tinytorch.gpt import GPT, estimate_flops_per_token, estimate_parameters, next_token_loss
@@ -24,6 +26,7 @@ EXERCISES = {
     "00_introduction": ["my_batch_logits", "my_too_long_message"],
     "01_utilities": ["my_config", "my_valid_heads", "my_shared_counts"],
     "02_embeddings": ["my_new_characters", "my_one_hot_embed", "my_embed_last"],
+    "02b_subwords": ["my_chars_per_token", "my_glued_tokens", "my_join_documents"],
     "03_attention": ["my_attention_parameters", "my_bidirectional_weights", "my_window_mask"],
     "04_blocks": ["my_gpt2_block", "my_rms_norm", "my_written_into_stream"],
     "05_gpt": ["my_untied_params", "my_uniform_loss", "my_unchanged_positions", "my_training_days"],
@@ -62,6 +65,9 @@ SIGNATURES = {  # the parameters of each exercise's function in the book
     "my_new_characters": "(text, known)",
     "my_one_hot_embed": "(idx, weight)",
     "my_embed_last": "(embeddings, ids)",
+    "my_chars_per_token": "(tokenizer, text)",
+    "my_glued_tokens": "(tokens)",
+    "my_join_documents": "(tokenizer, documents)",
     "my_attention_parameters": "(C)",
     "my_bidirectional_weights": "(q, k)",
     "my_window_mask": "(T, window)",
@@ -479,6 +485,39 @@ def min_p_in_place(logits, min_p):
     return logits.masked_fill_(probs < min_p * probs.max(dim=-1, keepdim=True).values, float("-inf"))
 
 
+def chars_per_token_inverted(tokenizer, text):
+    return len(tokenizer.encode(text)) / len(text)
+
+
+def chars_per_token_of_bytes(tokenizer, text):
+    return len(text.encode("utf-8")) / len(tokenizer.encode(text))
+
+
+def glued_tokens_with_any_space(tokens):
+    return [token for token in tokens if " " in token]
+
+
+def glued_tokens_before_a_space_only(tokens):
+    return [token for token in tokens if any(a.isalpha() and b == " " for a, b in pairwise(token))]
+
+
+def join_documents_without_the_last_end(tokenizer, documents):
+    end = tokenizer.special_tokens[END_OF_TEXT]
+    ids = []
+    for i, document in enumerate(documents):
+        ids += tokenizer.encode(document) + ([end] if i < len(documents) - 1 else [])
+    return ids
+
+
+def join_documents_as_text(tokenizer, documents):
+    return tokenizer.encode_ordinary("".join(document + END_OF_TEXT for document in documents))
+
+
+def join_documents_allowing_the_special_inside(tokenizer, documents):
+    joined = "".join(document + END_OF_TEXT for document in documents)
+    return tokenizer.encode(joined, allowed_special="all")
+
+
 def cache_bytes_of_keys_only(config, batch_size):
     return config.n_layer * batch_size * config.block_size * config.n_embd * 4
 
@@ -619,6 +658,13 @@ MISTAKES = [
     ("my_embed_last", embed_first, "those are the first block_size ids"),
     ("my_embed_last", embed_without_batch, "embeddings takes a batch (B, T)"),
     ("my_embed_last", embed_last_16, "embeddings raised ValueError: sequence has 13 tokens but block_size is 8"),
+    ("my_chars_per_token", chars_per_token_inverted, "my_chars_per_token(tokenizer, 'JULIET:\\nO Romeo, Romeo!"),
+    ("my_chars_per_token", chars_per_token_of_bytes, "my_chars_per_token(tokenizer, 'café 🙂') counted bytes"),
+    ("my_glued_tokens", glued_tokens_with_any_space, "my_glued_tokens(['the', ' the', 'd the', 'e\\n', 'ROME...)"),
+    ("my_glued_tokens", glued_tokens_before_a_space_only, "my_glued_tokens(['the', ' the', 'd the', 'e\\n', 'ROME"),
+    ("my_join_documents", join_documents_without_the_last_end, "my_join_documents(tokenizer, ['To be.', 'Or not.'])"),
+    ("my_join_documents", join_documents_as_text, "my_join_documents(tokenizer, ['To be.', 'Or not.']) has 0"),
+    ("my_join_documents", join_documents_allowing_the_special_inside, "a document that contains the string"),
     ("my_attention_parameters", attention_parameters_without_biases, "my_attention_parameters(32) returned 4096"),
     ("my_attention_parameters", attention_parameters_of_qkv, "my_attention_parameters(32) returned 3168"),
     ("my_bidirectional_weights", bidirectional_masked, "the weights above the diagonal are 0: you masked the future"),

@@ -219,6 +219,16 @@ def test_one_chapter_is_made_again_after_moving_it_away(book, tmp_path):
         make_workbook(out, ["04"], book=book)
 
 
+def test_a_chapter_numbered_with_a_letter_comes_after_its_number_and_is_chosen_by_it(book, tmp_path):
+    shutil.copy(book / "02_embeddings.ipynb", book / "02b_subwords.ipynb")  # a chapter between 02 and 03
+    paths = make_workbook(tmp_path / "wb", book=book)
+    assert [p.stem for p in paths] == ["02_embeddings", "02b_subwords", "03_attention"]
+    for name in ("02b", "subwords", "02b_subwords"):
+        assert make_workbook(tmp_path / name, [name], book=book) == [tmp_path / name / "02b_subwords.ipynb"]
+    assert make_workbook(tmp_path / "two", ["02"], book=book) == [tmp_path / "two" / "02_embeddings.ipynb"]
+    assert "`tinytorch check 02b`" in read(tmp_path / "02b" / "02b_subwords.ipynb").cells[0].source
+
+
 @pytest.mark.parametrize(
     ("source", "metadata", "error"),
     [

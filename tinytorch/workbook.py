@@ -43,7 +43,7 @@ _DEFINITION = re.compile(r"^(\s*)(?:async\s+def|def|class)\s+(\w+)")
 _DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)")
 _DEFAULT_EXP = re.compile(r"^\s*#\|\s*default_exp\s+([\w.]+)")
 _EXPORTS = ("export", "exports", "exporti")
-_CHAPTER = re.compile(r"\d+_\w+")  # 03_attention; not 03_attention.old
+_CHAPTER = re.compile(r"\d+[a-z]?_\w+")  # 03_attention, 02b_subwords; not 03_attention.old
 
 
 class WorkbookError(ValueError):
@@ -77,7 +77,9 @@ class ChapterCheck:
 
 
 def _select(paths: list[Path], chapters, where: str) -> list[Path]:
-    """The notebooks named by `chapters` ("03", "3", "03_attention" or "attention"), in book order; all without."""
+    """The notebooks named by `chapters` ("03", "3", "02b", "03_attention" or "attention"), in book order.
+
+    Without `chapters`, all of them."""
     if not chapters:
         return paths
     chosen = set()
@@ -86,7 +88,7 @@ def _select(paths: list[Path], chapters, where: str) -> list[Path]:
         found = [
             p
             for p in paths
-            if key in (p.stem, p.stem.split("_", 1)[-1]) or (key.isdigit() and p.stem.split("_", 1)[0] == key.zfill(2))
+            if key in (p.stem, *p.stem.split("_", 1)) or (key.isdigit() and p.stem.split("_", 1)[0] == key.zfill(2))
         ]
         if not found:
             raise WorkbookError(f"no chapter {key!r} in {where}; choose from {', '.join(p.stem for p in paths)}")
