@@ -7,7 +7,8 @@ more training time buys.
 
 Speed: contenders are interleaved round by round so that both see the same machine state; each number
 is the median over rounds. Targets: training >= 1.2x transformers; cached generation >= 1.5x
-transformers `generate`; cached >= 10x uncached at 1000 new tokens; the course re-executes in <= 3 min.
+transformers `generate`; cached >= 10x uncached at 1000 new tokens; `complete` of 300 characters while
+another process keeps every core busy <= 1.5x quiet; the course re-executes in <= 3 min.
 Quality: the shipped model's recipe trained from scratch for each time budget, its learning-rate
 schedule fitted to the budget, validation loss against training time (evaluations not counted).
 """
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import torch
 
+from tinytorch import generation
 from tinytorch.config import GPTConfig, count_parameters
-from tinytorch.generation import KVCache, generate
+from tinytorch.generation import KVCache, generate, load_pretrained, stream_text
 from tinytorch.gpt import GPT, estimate_flops_per_token, next_token_loss
 from tinytorch.training import TrainConfig, make_optimizer
 
@@ -161,6 +163,40 @@ def course_seconds() -> float:
     return time.perf_counter() - start
 
 
+BURNER = "import torch\nx = torch.randn(512, 512)\nwhile True:\n    x = (x @ x).clamp_(-1, 1)\n"
+
+
+def complete_seconds(model, tokenizer) -> float:
+    """Seconds `tinytorch complete "ROMEO:" --max-new-tokens 300` spends decoding."""
+    start = time.perf_counter()
+    "".join(stream_text(model, tokenizer, "ROMEO:", 300, seed=1))
+    return time.perf_counter() - start
+
+
+def busy_decoding(rounds: int = 5) -> dict:
+    """Decoding 300 characters with the shipped model, quiet and while a torch process keeps every core busy.
+
+    "all threads" is decoding as it was before `decoding_threads`: PyTorch's thread count whatever the load.
+    """
+    model, tokenizer = load_pretrained()
+    complete_seconds(model, tokenizer)  # warm-up
+    quiet = statistics.median(complete_seconds(model, tokenizer) for _ in range(rounds))
+    burner = subprocess.Popen([sys.executable, "-c", BURNER])
+    try:
+        time.sleep(2)  # the burner imports torch and starts its threads
+        busy = statistics.median(complete_seconds(model, tokenizer) for _ in range(rounds))
+        chosen = generation.decoding_threads
+        generation.decoding_threads = lambda model: torch.get_num_threads()
+        try:
+            all_threads = statistics.median(complete_seconds(model, tokenizer) for _ in range(3))
+        finally:
+            generation.decoding_threads = chosen
+    finally:
+        burner.kill()
+        burner.wait()
+    return {"quiet": quiet, "busy": busy, "busy, all threads": all_threads}
+
+
 def machine() -> str:
     return (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
@@ -169,7 +205,7 @@ def machine() -> str:
 
 
 def speed() -> None:
-    """Items 1-4 and 6 of the benchmark issue: writes benchmarks/speed.md and speed.png."""
+    """Items 1-4 and 6 of the benchmark issue and the busy-machine row: writes benchmarks/speed.md and speed.png."""
     torch.manual_seed(0)
     shakespeare = GPTConfig.from_preset("shakespeare")
     long_context = GPTConfig(vocab_size=76, block_size=1024, n_layer=6, n_head=6, n_embd=192)
@@ -228,6 +264,18 @@ def speed() -> None:
     lines.append(
         f"| KV cache, 1 sequence of 1024 | {cache.memory_bytes() / 2**20:.2f} MiB | formula {formula / 2**20:.2f} MiB "
         f"| {cache.memory_bytes() / formula:.2f}x | 1.00x |"
+    )
+
+    times = busy_decoding()
+    ratio = times["busy"] / times["quiet"]
+    bars.append(("complete 300 characters\n1.5 / (busy / quiet)", 1.5 / ratio, 1.0))
+    lines.append(
+        f"| `complete` of 300 characters, busy vs quiet | busy {times['busy']:.2f} s | quiet {times['quiet']:.2f} s "
+        f"| {ratio:.2f}x | <= 1.5x |"
+    )
+    lines.append(
+        f"| `complete` of 300 characters, busy, all threads (as before) | {times['busy, all threads']:.2f} s "
+        f"| quiet {times['quiet']:.2f} s | {times['busy, all threads'] / times['quiet']:.1f}x | |"
     )
 
     seconds = course_seconds()

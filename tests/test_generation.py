@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -6,11 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tinytorch import generation
 from tinytorch.config import GPTConfig
 from tinytorch.generation import (
     KVCache,
     apply_repetition_penalty,
     complete,
+    decoding_threads,
     generate,
     load_pretrained,
     stream_text,
@@ -63,10 +66,13 @@ def test_cache_refuses_more_than_block_size(model):
         model(torch.zeros(1, 1, dtype=torch.long), cache)
 
 
-def test_kv_cache_memory_follows_the_formula():
+def test_kv_cache_memory_is_what_its_buffers_hold():
     cache = KVCache(CONFIG, batch_size=3)
-    hs = CONFIG.n_embd // CONFIG.n_head
-    assert cache.memory_bytes() == 2 * CONFIG.n_layer * 3 * CONFIG.n_head * CONFIG.block_size * hs * 4
+    # k and v, in 2 blocks, for 3 sequences of 16 positions of 32 numbers (2 heads x 16), 4 bytes each
+    assert cache.memory_bytes() == 2 * 2 * 3 * 16 * 32 * 4 == 24_576
+    held = sum(buffer.untyped_storage().nbytes() for layer in cache.layers for buffer in (layer.k, layer.v))
+    assert cache.memory_bytes() == held  # measured on the tensors' storage, not on a formula
+    assert KVCache(CONFIG, batch_size=3, dtype=torch.float16).memory_bytes() == 24_576 // 2
 
 
 def test_greedy_generation_matches_transformers():
@@ -107,6 +113,37 @@ def test_repetition_penalty_lowers_seen_tokens_only():
     logits = torch.tensor([[2.0, -2.0, 1.0]])
     out = apply_repetition_penalty(logits, torch.tensor([[0, 1]]), 2.0)
     assert out.tolist() == [[1.0, -4.0, 1.0]]
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_each_sequence_of_a_batch_stops_at_its_own_end_token(model, use_cache):
+    idx = torch.randint(0, 50, (2, 4), generator=torch.Generator().manual_seed(0))
+    sample = dict(generator=torch.Generator().manual_seed(1), use_cache=use_cache)
+    free = generate(model, idx, 12, **sample)[:, 4:]  # (2, 12): no end token
+    firsts = [{} for _ in free]  # token -> the first step it appears at, for each sequence
+    for row, tokens in zip(firsts, free.tolist(), strict=True):
+        for step, token in enumerate(tokens):
+            row.setdefault(token, step)
+    eos = next(t for t in sorted(firsts[0]) if t in firsts[1] and firsts[0][t] != firsts[1][t])
+    ends = [firsts[0][eos], firsts[1][eos]]  # the two sequences reach it at different steps
+
+    sample["generator"] = torch.Generator().manual_seed(1)
+    out = generate(model, idx, 12, eos_token_id=eos, **sample)[:, 4:]
+    assert out.size(1) == max(ends) + 1  # generation stops when the last sequence has ended
+    for row, end in enumerate(ends):
+        assert torch.equal(out[row, : end + 1], free[row, : end + 1])  # the same text up to its end token,
+        assert (out[row, end:] == eos).all()  # then only end tokens
+
+
+@pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(temperature=0.9, top_k=20)])
+def test_repetition_penalty_is_the_same_with_and_without_the_cache(model, sampling):
+    idx = torch.randint(0, 50, (2, 5), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(repetition_penalty=1.5, **sampling)  # 5 + 25 tokens: past block_size = 16 as well
+    cached = generate(model, idx, 25, generator=torch.Generator().manual_seed(1), use_cache=True, **kwargs)
+    uncached = generate(model, idx, 25, generator=torch.Generator().manual_seed(1), use_cache=False, **kwargs)
+    assert torch.equal(cached, uncached)
+    plain = generate(model, idx, 25, generator=torch.Generator().manual_seed(1), **sampling)
+    assert not torch.equal(cached, plain)  # the penalty changed the text, so the comparison means something
 
 
 def test_eos_stops_generation(model):
@@ -198,3 +235,67 @@ def test_cli_complete_into_a_closed_pipe_is_quiet():
     result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120)
     assert result.stdout.startswith("ROMEO:") and len(result.stdout) == 10
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(temperature=float("nan")), "temperature"),
+        (dict(temperature="hot"), "temperature"),
+        (dict(top_k=True), "top_k"),
+        (dict(top_k=2.5), "top_k"),
+        (dict(eos_token_id=50), "eos_token_id"),
+        (dict(eos_token_id=-1), "eos_token_id"),
+    ],
+)
+def test_sampling_values_of_the_wrong_kind_are_named(model, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        generate(model, torch.zeros(1, 3, dtype=torch.long), 5, **kwargs)
+
+
+def test_stream_text_checks_its_arguments_before_the_first_character():
+    model, tokenizer = load_pretrained()
+    stream = stream_text(model, tokenizer, "ROMEO:", 5, temperature=-1.0)
+    with pytest.raises(ValueError, match="temperature"):
+        next(stream)  # the first next() raises: nothing was streamed before the error
+    with pytest.raises(TypeError, match="seed"):
+        next(stream_text(model, tokenizer, "ROMEO:", 5, seed=1.5))
+
+
+@pytest.fixture
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_small_model_decodes_on_one_thread_when_the_cores_are_busy(model, two_threads, monkeypatch):
+    monkeypatch.setattr(generation, "_busy_cores", lambda: float(os.cpu_count() or 1))
+    assert decoding_threads(model) == 1
+    monkeypatch.setattr(generation, "_busy_cores", lambda: 0.0)
+    assert decoding_threads(model) == 2  # quiet: PyTorch's setting
+    monkeypatch.setattr(generation, "ONE_THREAD_BELOW", 0)  # now every model counts as big
+    monkeypatch.setattr(generation, "_busy_cores", lambda: float(os.cpu_count() or 1))
+    assert decoding_threads(model) == 2
+
+
+def test_decoding_threads_apply_to_the_steps_only(model, two_threads, monkeypatch):
+    monkeypatch.setattr(generation, "decoding_threads", lambda model: 1)
+    seen = []
+    hook = model.register_forward_hook(lambda *args: seen.append(torch.get_num_threads()))
+    try:
+        for _ in generation.stream_tokens(model, torch.zeros(1, 2, dtype=torch.long), 4):
+            assert torch.get_num_threads() == 2  # the caller's setting while it holds a token
+    finally:
+        hook.remove()
+    assert seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
+
+
+def test_busy_cores_is_zero_where_the_system_does_not_tell(monkeypatch):
+    def no_proc():
+        raise OSError("no /proc here")
+
+    monkeypatch.setattr(generation, "_cpu_ticks", no_proc)
+    assert generation._busy_cores() == 0.0

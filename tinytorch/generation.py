@@ -3,12 +3,14 @@
 # %% auto #0
 __all__ = [
     "PRETRAINED",
+    "ONE_THREAD_BELOW",
     "load_pretrained",
     "top_k_filter",
     "top_p_filter",
     "apply_repetition_penalty",
     "LayerKVCache",
     "KVCache",
+    "decoding_threads",
     "stream_tokens",
     "generate",
     "stream_text",
@@ -18,6 +20,8 @@ __all__ = [
 # %% ../notebooks/07_generation.ipynb #5a20b4fd
 import functools
 import math
+import os
+import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -147,6 +151,39 @@ def _check_sampling(
 
 
 # %% ../notebooks/07_generation.ipynb #fb3f861b
+ONE_THREAD_BELOW = 20_000_000  # parameters: a smaller model decodes on one thread when other programs use the cores
+
+
+def _cpu_ticks() -> tuple[int, int, int]:
+    """(all the machine's CPU ticks, its idle ticks, this process's ticks), from Linux's /proc."""
+    with open("/proc/stat") as stat:
+        ticks = [int(n) for n in stat.readline().split()[1:]]
+    with open("/proc/self/stat") as own:
+        fields = own.read().rsplit(")", 1)[1].split()
+    return sum(ticks), ticks[3] + ticks[4], int(fields[11]) + int(fields[12])  # idle + iowait; utime + stime
+
+
+def _busy_cores(interval: float = 0.05) -> float:
+    """How many cores *other* programs keep busy right now (Linux); 0.0 where the system does not tell."""
+    try:
+        first = _cpu_ticks()
+        time.sleep(interval)
+        second = _cpu_ticks()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    total, idle, own = (b - a for a, b in zip(first, second, strict=True))
+    return (os.cpu_count() or 1) * (total - idle - own) / total if total > 0 else 0.0
+
+
+def decoding_threads(model: GPT) -> int:
+    """CPU threads for decoding: PyTorch's setting, or one for a small model when other programs use the cores."""
+    threads = torch.get_num_threads()
+    if threads == 1 or sum(p.numel() for p in model.parameters()) >= ONE_THREAD_BELOW:
+        return threads
+    return 1 if _busy_cores() > (os.cpu_count() or 1) - threads + 0.5 else threads
+
+
+# %% ../notebooks/07_generation.ipynb #ac22cb87
 @torch.inference_mode()  # like no_grad, and also skips autograd's version counters: faster decoding
 def stream_tokens(
     model: GPT,
@@ -180,10 +217,12 @@ def stream_tokens(
     greedy = not do_sample or temperature == 0
     cache = KVCache(model.config, idx.size(0), idx.device, next(model.parameters()).dtype) if use_cache else None
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-    was_training = model.training
+    was_training, threads = model.training, torch.get_num_threads()
+    step_threads = decoding_threads(model) if idx.device.type == "cpu" else threads
     model.eval()
     try:
         for _ in range(max_new_tokens):
+            torch.set_num_threads(step_threads)  # the caller gets its own threads back at each yield
             if cache is None:
                 logits = model(idx[:, -T:])[:, -1]  # (B, V): the whole window, every step
             elif cache.length == 0 or idx.size(1) > T:
@@ -206,11 +245,13 @@ def stream_tokens(
                 next_id = next_id.masked_fill(finished, eos_token_id)  # finished sequences repeat eos
                 finished |= next_id == eos_token_id
             idx = torch.cat([idx, next_id[:, None]], dim=1)  # (B, T + 1)
+            torch.set_num_threads(threads)
             yield next_id
             if eos_token_id is not None and finished.all():
                 return
     finally:
         model.train(was_training)
+        torch.set_num_threads(threads)
 
 
 # %% ../notebooks/07_generation.ipynb #0a4f2f79
