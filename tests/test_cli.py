@@ -83,6 +83,12 @@ def test_every_invalid_train_option_is_a_one_line_error_before_anything_happens(
         (["--top-p", "nan"], "--top-p"),
         (["--max-new-tokens", "-1"], "--max-new-tokens"),
         (["--seed", "-5"], "--seed"),
+        (["--device", "bogus"], "unknown device 'bogus'"),
+        pytest.param(
+            ["--device", "cuda"],
+            "not available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        ),
     ],
 )
 def test_every_invalid_complete_option_is_a_one_line_error_before_the_prompt_is_printed(capsys, option, fragment):
@@ -255,3 +261,8 @@ def test_train_then_complete_with_its_model_then_resume_for_more_steps(tmp_path)
     assert meta["step"] == 15 and [h["step"] for h in meta["history"]] == [5, 10, 15]
     assert meta["max_steps_changes"] == [{"step": 10, "from": 10, "to": 15}]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoint.safetensors", "model.safetensors"]
+
+
+def test_version_names_the_package_torch_and_python(capsys):
+    code, out, err = cli(capsys, "--version")
+    assert code == 0 and out.startswith("tinytorch 0.") and f"torch {torch.__version__}" in out, (out, err)

@@ -238,10 +238,11 @@ def _resumed_settings(checkpoint, given: dict):
 
 def complete(args: argparse.Namespace) -> None:
     """Complete a phrase with the shipped Shakespeare model (or --checkpoint), printing as it goes."""
+    from tinytorch.config import get_device
     from tinytorch.generation import load_pretrained, stream_text
 
     try:
-        model, tokenizer = load_pretrained(args.checkpoint)
+        model, tokenizer = load_pretrained(args.checkpoint, get_device(args.device))
         pieces = stream_text(
             model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed
         )
@@ -350,8 +351,18 @@ SEED = _integer(0, 2**63)
 POSITIVE = _number("a finite number > 0", lambda value: value > 0)
 
 
+def _version() -> str:
+    """`tinytorch --version`: this package's version, and the torch and Python it runs on."""
+    from importlib.metadata import version
+
+    import torch
+
+    return f"tinytorch {version('tinytorch')} (torch {torch.__version__}, Python {sys.version.split()[0]})"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = _Parser(prog="tinytorch", description="A small GPT, built from scratch.")
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("preview", help="run chapter 00's preview: GPT()(torch.randint(0, 100, (1, 10)))")
@@ -411,6 +422,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--checkpoint", default=None, help="a checkpoint from `tinytorch train` (default: the shipped model)"
     )
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
     p.add_argument("--no-stream", action="store_true", help="print the whole text at the end instead of streaming")
     p.set_defaults(run=complete)
 
