@@ -213,3 +213,28 @@ def test_estimate_without_bias_drops_every_bias_term():
 def test_flops_estimate_follows_the_formula():
     config = GPTConfig(vocab_size=10, block_size=8, n_layer=2, n_head=2, n_embd=4)
     assert estimate_flops_per_token(config) == 6 * (2 * 12 * 16 + 10 * 4) + 12 * 2 * 8 * 4
+
+
+def test_forward_and_a_cached_decoding_step_compile_without_graph_breaks():
+    from tinytorch.generation import KVCache
+
+    torch._dynamo.reset()
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    idx = torch.randint(0, 50, (2, 8))
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(idx)
+        assert explained.graph_break_count == 0, explained.break_reasons  # no .item(): no host sync, one graph
+        cache = KVCache(model.config, batch_size=2)
+        model(idx, cache)  # fill the cache with the prompt
+        explained = torch._dynamo.explain(model)(idx[:, -1:], cache)  # one decoding step
+        assert explained.graph_break_count == 0, explained.break_reasons
+    torch._dynamo.reset()
+
+
+def test_the_last_position_only_gives_the_last_row_of_the_logits():
+    model = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=2, n_head=2, n_embd=32)).eval()
+    idx = torch.randint(0, 50, (2, 8))
+    with torch.no_grad():
+        last = model(idx, last_only=True)  # (B, 1, V): what decoding needs
+        assert last.shape == (2, 1, 50)
+        torch.testing.assert_close(last, model(idx)[:, -1:])

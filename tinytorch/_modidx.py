@@ -84,6 +84,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                     'tinytorch/embeddings.py'),
                                       'tinytorch.embeddings.Embeddings.forward': ( 'embeddings.html#embeddings.forward',
                                                                                    'tinytorch/embeddings.py'),
+                                      'tinytorch.embeddings.check_id_range': ('embeddings.html#check_id_range', 'tinytorch/embeddings.py'),
                                       'tinytorch.embeddings.check_token_ids': ( 'embeddings.html#check_token_ids',
                                                                                 'tinytorch/embeddings.py')},
             'tinytorch.generation': { 'tinytorch.generation.KVCache': ('generation.html#kvcache', 'tinytorch/generation.py'),

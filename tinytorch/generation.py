@@ -30,7 +30,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .config import GPTConfig
-from .embeddings import CharTokenizer
+from .embeddings import CharTokenizer, check_id_range
 from .gpt import GPT
 
 # %% ../notebooks/07_generation.ipynb #3392605d
@@ -212,6 +212,7 @@ def stream_tokens(
         raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}; add a batch dimension with idx[None]")
     if idx.size(1) == 0:
         raise ValueError("the prompt is empty; give at least one token, e.g. a newline")
+    check_id_range(idx, V)  # once, here: the forward passes below check ids on the CPU only (chapter 02)
     T = model.config.block_size
     idx = idx[:, -T:].repeat_interleave(num_return_sequences, dim=0)  # (B, T0): a long prompt is cropped
     greedy = not do_sample or temperature == 0
@@ -224,12 +225,12 @@ def stream_tokens(
         for _ in range(max_new_tokens):
             torch.set_num_threads(step_threads)  # the caller gets its own threads back at each yield
             if cache is None:
-                logits = model(idx[:, -T:])[:, -1]  # (B, V): the whole window, every step
+                logits = model(idx[:, -T:], last_only=True)[:, -1]  # (B, V): the whole window, every step
             elif cache.length == 0 or idx.size(1) > T:
                 cache.reset()
-                logits = model(idx[:, -T:], cache)[:, -1]  # (B, V): fill the cache from the window
+                logits = model(idx[:, -T:], cache, last_only=True)[:, -1]  # (B, V): fill the cache from the window
             else:
-                logits = model(idx[:, -1:], cache)[:, -1]  # (B, V): only the newest token
+                logits = model(idx[:, -1:], cache, last_only=True)[:, -1]  # (B, V): only the newest token
             if repetition_penalty != 1.0:
                 logits = apply_repetition_penalty(logits, idx, repetition_penalty)
             if greedy:

@@ -43,14 +43,16 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor, kv_cache=None) -> torch.Tensor:
-        """Logits (B, T, V) for token ids idx (B, T); kv_cache is chapter 07's."""
+    def forward(self, idx: torch.Tensor, kv_cache=None, last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V) for token ids idx (B, T), or (B, 1, V) with last_only; kv_cache is chapter 07's."""
         start_pos = 0 if kv_cache is None else kv_cache.length
         x = self.embeddings(idx, start_pos)  # (B, T, C)
         for i, block in enumerate(self.blocks):
             x = block(x, None if kv_cache is None else kv_cache.layers[i])  # (B, T, C)
-        x = self.ln_f(x)  # (B, T, C)
-        return self.lm_head(x)  # (B, T, V)
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C): decoding needs only the next token after the last position
+        x = self.ln_f(x)  # (B, T, C), or (B, 1, C)
+        return self.lm_head(x)  # (B, T, V), or (B, 1, V)
 
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
         """idx (B, T) followed by max_new_tokens sampled tokens; built in chapter 07 (`tinytorch.generation`)."""
@@ -113,7 +115,8 @@ def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
             "targets must be (B, T), the ids of the next tokens"
         )
     V = logits.size(-1)
-    if targets.min().item() < 0 or targets.max().item() >= V:
+    on_cpu = targets.device.type == "cpu" and not torch.compiler.is_compiling()  # as check_token_ids (chapter 02)
+    if on_cpu and (targets.min().item() < 0 or targets.max().item() >= V):
         raise ValueError(f"targets must be token ids in [0, {V}), got values in [{targets.min()}, {targets.max()}]")
     return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))  # (B*T, V), (B*T,) -> scalar
 
