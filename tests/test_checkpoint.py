@@ -164,6 +164,7 @@ def edit(change):
     return apply
 
 
+BPE_DICT = {"kind": "bpe", "merges": [], "pattern": r"\S+|\s+", "special_tokens": {"<|endoftext|>": 256}}
 BAD_METADATA = {
     "no tinytorch metadata": ({"other": "1"}, "no tinytorch metadata"),
     "not JSON": ({"tinytorch": "{'config': "}, "not valid JSON"),
@@ -181,6 +182,22 @@ BAD_METADATA = {
     "wrong format": (edit(lambda m: m.update(format="other-1")), "format"),
     "step as a string": (edit(lambda m: m.update(step="7")), "step"),
     "negative step": (edit(lambda m: m.update(step=-1)), "step"),
+    "unknown tokenizer kind": (edit(lambda m: m["tokenizer"].update(kind="words")), "unknown tokenizer kind"),
+    "tokenizer kind not a string": (edit(lambda m: m["tokenizer"].update(kind=["bpe"])), "tokenizer kind"),
+    "bpe without merges": (edit(lambda m: m.update(tokenizer={"kind": "bpe", "pattern": "x"})), "'merges'"),
+    "bpe merge of a later token": (
+        edit(lambda m: m.update(tokenizer={**BPE_DICT, "merges": [[300, 1]]})),
+        "merge 0 must be a pair",
+    ),
+    "bpe pattern that is no regex": (
+        edit(lambda m: m.update(tokenizer={**BPE_DICT, "pattern": "("})),
+        "is not a valid regular expression",
+    ),
+    "bpe special token at the wrong id": (
+        edit(lambda m: m.update(tokenizer={**BPE_DICT, "special_tokens": {"<|endoftext|>": 300}})),
+        "special tokens' ids",
+    ),
+    "bpe of another size than the model": (edit(lambda m: m.update(tokenizer=BPE_DICT)), "257 tokens"),
 }
 
 
@@ -304,3 +321,78 @@ def test_a_damaged_optimizer_state_is_a_clear_error(tmp_path, tokenizer):
     rewrite(path, tensors=lambda t: {**t, "rng.generator": torch.zeros(3, dtype=torch.uint8)})
     with pytest.raises(ValueError, match=re.escape(str(path)) + ".*cannot be resumed"):
         restore(load_checkpoint(path), small_model(tokenizer), torch.optim.AdamW(model.parameters()), torch.Generator())
+
+
+def small_bpe():
+    from tinytorch.bpe import BPETokenizer
+
+    return BPETokenizer.train(TEXT * 3, 270)
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_the_tokenizer_is_stored_with_its_kind_and_loads_as_its_class(tmp_path, tokenizer, kind):
+    tokenizer = small_bpe() if kind == "bpe" else tokenizer
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, small_model(tokenizer), tokenizer, step=1)
+    assert saved_meta(path)["tokenizer"] == {"kind": kind, **tokenizer.to_dict()}
+    loaded = load_checkpoint(path).tokenizer
+    assert type(loaded) is type(tokenizer) and loaded.to_dict() == tokenizer.to_dict()
+    assert loaded.decode(loaded.encode(TEXT)) == TEXT
+
+
+def test_a_checkpoint_without_a_tokenizer_kind_loads_as_characters(tmp_path, tokenizer):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, small_model(tokenizer), tokenizer, step=1)
+    rewrite(path, meta=edit(lambda m: m["tokenizer"].pop("kind"))(saved_meta(path)))
+    assert "kind" not in saved_meta(path)["tokenizer"]
+    assert isinstance(load_checkpoint(path).tokenizer, CharTokenizer)
+    from tinytorch.generation import PRETRAINED  # written before tokenizers had kinds
+
+    assert "kind" not in saved_meta(PRETRAINED)["tokenizer"]
+    shipped = load_checkpoint(PRETRAINED).tokenizer
+    assert isinstance(shipped, CharTokenizer) and shipped.decode(shipped.encode("ROMEO:")) == "ROMEO:"
+
+
+def test_a_bpe_model_completes_any_unicode_prompt(tmp_path):
+    from tinytorch.generation import load_pretrained, stream_text
+
+    tokenizer = small_bpe()
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, small_model(tokenizer), tokenizer, step=1)
+    model, loaded = load_pretrained(path)
+    prompt = "café, naïve 😀 Ελληνικά"
+    text = "".join(stream_text(model, loaded, prompt, max_new_tokens=10, seed=0))
+    assert text.startswith(prompt) and len(text) > len(prompt)
+
+
+def fake_cuda(monkeypatch, states, restored):
+    """Make torch.cuda look initialised with len(states) GPUs whose random states are `states`."""
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(states))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [s.clone() for s in states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((device, state.clone())))
+
+
+def test_the_cuda_random_state_is_saved_and_restored(tmp_path, tokenizer, monkeypatch):
+    states, restored = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)], []
+    fake_cuda(monkeypatch, states, restored)
+    path, model = tmp_path / "c.safetensors", small_model(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(path, model, tokenizer, 1, optimizer, torch.Generator(), meta={"history": []})
+    assert torch.equal(load_file(path)["rng.cuda"], torch.stack(states))
+    restore(load_checkpoint(path), model, optimizer, torch.Generator())
+    assert [device for device, _ in restored] == [0, 1]
+    assert all(torch.equal(state, states[device]) for device, state in restored)
+
+
+def test_without_cuda_nothing_about_it_is_saved_or_restored(tmp_path, tokenizer, monkeypatch):
+    assert not torch.cuda.is_initialized()
+    path, model = tmp_path / "c.safetensors", small_model(tokenizer)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(path, model, tokenizer, 1, optimizer, torch.Generator(), meta={"history": []})
+    assert "rng.cuda" not in load_file(path)
+    restored = []
+    fake_cuda(monkeypatch, [torch.zeros(16, dtype=torch.uint8)], restored)  # resumed on a machine with a GPU
+    restore(load_checkpoint(path), model, optimizer, torch.Generator())
+    assert restored == []

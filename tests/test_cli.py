@@ -63,6 +63,12 @@ def assert_one_line_error(code, out, err, *fragments):
         (["--seed", str(2**64)], "--seed"),
         (["--preset", "bogus"], "unknown preset 'bogus'"),
         (["--device", "bogus"], "unknown device 'bogus'"),
+        (["--tokenizer", "words"], "argument --tokenizer: invalid choice: 'words'"),
+        (["--vocab-size", "300"], "--vocab-size 300 is for --tokenizer bpe"),
+        (["--tokenizer", "char", "--vocab-size", "300"], "--vocab-size 300 is for --tokenizer bpe"),
+        (["--tokenizer", "bpe", "--vocab-size", "256"], "argument --vocab-size: expected an integer >= 257, got 256"),
+        (["--tokenizer", "bpe", "--vocab-size", "1e3"], "argument --vocab-size: expected an integer >= 257"),
+        (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
     ],
 )
 def test_every_invalid_train_option_is_a_one_line_error_before_anything_happens(tmp_path, capsys, option, fragment):
@@ -187,6 +193,9 @@ def tiny_checkpoint(tmp_path_factory):
         (["--batch-size", "4"], ["--batch-size 4 (the run has 8)"]),
         (["--preset", "shakespeare"], ["--preset shakespeare"]),
         (["--steps", "3"], ["--steps 3 is below the checkpoint's step 5"]),
+        (["--tokenizer", "bpe"], ["--tokenizer bpe (the run has char)"]),
+        (["--vocab-size", "300"], ["--vocab-size 300 (the run has 76 char tokens)"]),
+        (["--dtype", "bfloat16"], ["--dtype bfloat16 (the run has float32)"]),
     ],
 )
 def test_resume_refuses_options_that_would_change_the_run(tiny_checkpoint, capsys, options, fragments):
@@ -266,3 +275,33 @@ def test_train_then_complete_with_its_model_then_resume_for_more_steps(tmp_path)
 def test_version_names_the_package_torch_and_python(capsys):
     code, out, err = cli(capsys, "--version")
     assert code == 0 and out.startswith("tinytorch 0.") and f"torch {torch.__version__}" in out, (out, err)
+
+
+def test_a_bpe_run_then_complete_any_unicode_prompt_then_resume_with_its_tokenizer(tmp_path, capsys):
+    """--tokenizer bpe: the tokenizer is learned from the training plays, saved with its kind, and kept on resume."""
+    bpe_run = [*SMALL_RUN, "--tokenizer", "bpe", "--vocab-size", "300", "--eval-interval", "2"]
+    code, out, err = cli(capsys, "train", "--out", tmp_path, *bpe_run, "--steps", "2")
+    assert code == 0 and "validation tokens (BPE, 300)" in out, err
+    meta = load_checkpoint(tmp_path / "model.safetensors").meta
+    assert meta["tokenizer"]["kind"] == "bpe" and meta["config"]["vocab_size"] == 300
+    complete = ["complete", "café", "--max-new-tokens", "5", "--seed", "1", "--no-stream"]
+    text = run(*complete, "--checkpoint", tmp_path / "model.safetensors").stdout
+    assert text.startswith("café") and len(text) > len("café\n")
+
+    code, out, err = cli(capsys, "train", "--resume", "--steps", "4", "--out", tmp_path)
+    assert code == 0 and "validation tokens (BPE, 300)" in out, err
+    assert_one_line_error(
+        *cli(capsys, "train", "--resume", "--out", tmp_path, "--tokenizer", "char"), "--tokenizer char"
+    )
+    checkpoint = load_checkpoint(tmp_path / "model.safetensors")
+    assert checkpoint.meta["step"] == 4 and checkpoint.meta["tokenizer"] == meta["tokenizer"]
+
+
+def test_a_bfloat16_run_records_its_dtype_and_resumes_with_it(tmp_path, capsys):
+    code, out, err = cli(capsys, "train", "--out", tmp_path, *SMALL_RUN, "--steps", "2", "--dtype", "bfloat16")
+    assert code == 0, err
+    assert load_checkpoint(tmp_path / "checkpoint.safetensors").meta["train_config"]["dtype"] == "bfloat16"
+    code, out, err = cli(capsys, "train", "--resume", "--out", tmp_path, "--steps", "3")
+    assert code == 0, err
+    assert "dtype='bfloat16'" in out
+    assert_one_line_error(*cli(capsys, "train", "--resume", "--out", tmp_path, "--dtype", "float32"), "--dtype")

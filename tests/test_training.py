@@ -1,4 +1,6 @@
+import contextlib
 import importlib.metadata
+import math
 import os
 import shutil
 import signal
@@ -136,6 +138,8 @@ def test_lr_warms_up_linearly_then_decays_to_min_lr():
         (dict(seed=1.5), TypeError, "seed must be an int"),
         (dict(seed=-1), ValueError, "seed must be in"),
         (dict(seed=2**63), ValueError, "seed must be in"),
+        (dict(dtype="float16"), ValueError, "dtype must be 'float32' or 'bfloat16'"),
+        (dict(dtype=torch.bfloat16), ValueError, "dtype must be"),
     ],
 )
 def test_train_config_rejects_bad_values(bad, error, message):
@@ -374,3 +378,72 @@ def test_resume_from_a_weights_only_file_is_refused(tmp_path, tokenizer, ids):
     save_checkpoint(path, small_model(tokenizer), tokenizer, 4, meta=training.run_meta(tiny_cfg(), []))
     with pytest.raises(ValueError, match="weights only"):
         train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), out=path, resume=True)
+
+
+def test_fused_adamw_only_where_it_exists(tokenizer):
+    model = small_model(tokenizer)
+    assert make_optimizer(model, TrainConfig()).param_groups[0]["fused"] is True  # cpu (and cuda)
+    optimizer = make_optimizer(model.to("meta"), TrainConfig())  # another device: no fused kernel there
+    assert not optimizer.param_groups[0]["fused"]
+
+
+def test_bfloat16_autocast_runs_forward_and_loss_in_bfloat16_and_keeps_float32_weights(tokenizer, ids):
+    cfg = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    histories, dtypes = {}, []
+    for dtype in ("float32", "bfloat16"):
+        model = small_model(tokenizer)
+        model.lm_head.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+        histories[dtype] = train(model, tokenizer, ids, ids, replace(cfg, dtype=dtype), progress=False)
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert torch.bfloat16 in dtypes and torch.float32 in dtypes
+    for a, b in zip(histories["float32"], histories["bfloat16"], strict=True):
+        assert all(math.isfinite(b[k]) for k in ("train", "val"))
+        assert a["step"] == b["step"] and a["train"] != b["train"]
+
+
+def test_bfloat16_where_autocast_is_not_supported_is_a_clear_error(tokenizer, ids):
+    assert isinstance(training.autocast(torch.device("cpu"), "float32"), contextlib.nullcontext)
+    with pytest.raises(ValueError, match="bfloat16 autocast is not supported on meta"):
+        training.autocast(torch.device("meta"), "bfloat16")
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "dtype"),
+    [(76, torch.uint8), (256, torch.uint8), (257, torch.int16), (32768, torch.int16), (32769, torch.int32)],
+)
+def test_token_ids_take_the_smallest_dtype_and_batches_are_int64(vocab_size, dtype):
+    assert training.id_dtype(vocab_size) == dtype
+    ids = torch.arange(100).remainder(vocab_size).to(dtype)
+    x, y = get_batch(ids, 2, 8, torch.Generator().manual_seed(0))
+    ((fx, fy),) = fixed_batches(ids, 1, 2, 8, seed=0)
+    assert x.dtype == y.dtype == fx.dtype == fy.dtype == torch.int64
+
+
+def test_the_shipped_train_config_without_a_dtype_is_float32():
+    from tinytorch.generation import PRETRAINED
+
+    saved = load_checkpoint(PRETRAINED).meta["train_config"]
+    assert "dtype" not in saved and TrainConfig(**saved).dtype == "float32"
+
+
+def test_a_bpe_run_resumes_with_its_own_tokenizer_and_refuses_another(tmp_path):
+    from tinytorch.bpe import BPETokenizer
+
+    bpe = BPETokenizer.train(TEXT, 270)
+    ids = torch.tensor(bpe.encode(TEXT), dtype=training.id_dtype(bpe.vocab_size))
+    path = saved_run(tmp_path, bpe, ids, tiny_cfg(max_steps=4))
+    other = BPETokenizer.train(TEXT.upper(), 270)  # as many tokens, other merges
+    with pytest.raises(ValueError, match="another tokenizer"):
+        train(small_model(other), other, ids, ids, tiny_cfg(max_steps=6), out=path, resume=True)
+    same = BPETokenizer.from_dict(bpe.to_dict())
+    history = train(small_model(same), same, ids, ids, tiny_cfg(max_steps=6), out=path, resume=True)
+    assert [h["step"] for h in history] == [2, 4, 6]
+
+
+def test_ids_outside_the_vocabulary_are_refused_before_training(tmp_path, tokenizer, ids):
+    cfg = TrainConfig(max_steps=2, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    bad = ids.clone()
+    bad[100] = tokenizer.vocab_size  # one id too many, e.g. data encoded with another tokenizer
+    with pytest.raises(ValueError, match=rf"val_ids: token id {tokenizer.vocab_size} at position \(100,\)"):
+        train(small_model(tokenizer), tokenizer, ids, bad, cfg, out=tmp_path / "c.safetensors", progress=False)
+    assert not (tmp_path / "c.safetensors").exists()

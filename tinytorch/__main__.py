@@ -38,6 +38,9 @@ TRAIN_DEFAULTS = dict(
     eval_interval=250,
     eval_batches=20,
     seed=1337,
+    dtype="float32",
+    tokenizer="char",
+    vocab_size=None,  # with --tokenizer bpe: 1024
 )
 RESUMED_FIELDS = dict(  # option -> the TrainConfig field it sets
     batch_size="batch_size",
@@ -48,7 +51,9 @@ RESUMED_FIELDS = dict(  # option -> the TrainConfig field it sets
     eval_interval="eval_interval",
     eval_batches="eval_batches",
     seed="seed",
+    dtype="dtype",
 )
+BPE_VOCAB_SIZE = 1024  # --vocab-size when --tokenizer bpe is given without it
 
 
 def train(args: argparse.Namespace) -> None:
@@ -57,8 +62,9 @@ def train(args: argparse.Namespace) -> None:
     import torch.distributed as dist
 
     from tinytorch import GPT, CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
+    from tinytorch.bpe import GPT4_PATTERN, BPETokenizer
     from tinytorch.checkpoint import load_checkpoint, remove_leftovers, save_checkpoint
-    from tinytorch.training import TrainConfig, TrainingDiverged, TrainingInterrupted, shakespeare
+    from tinytorch.training import TrainConfig, TrainingDiverged, TrainingInterrupted, autocast, id_dtype, shakespeare
     from tinytorch.training import train as run_training
 
     given = {name: getattr(args, name) for name in TRAIN_DEFAULTS if getattr(args, name) is not None}
@@ -69,6 +75,11 @@ def train(args: argparse.Namespace) -> None:
         device = get_device(args.device)
         if not args.resume:
             settings = {**TRAIN_DEFAULTS, **given}
+            if settings["tokenizer"] == "char" and settings["vocab_size"] is not None:
+                raise ValueError(
+                    f"--vocab-size {settings['vocab_size']} is for --tokenizer bpe (the characters' vocabulary is "
+                    "the characters of the plays); add --tokenizer bpe or leave --vocab-size out"
+                )
             config = GPTConfig.from_preset(settings["preset"])
             cfg = TrainConfig(
                 max_steps=settings["steps"],
@@ -80,7 +91,9 @@ def train(args: argparse.Namespace) -> None:
                 eval_interval=settings["eval_interval"],
                 eval_batches=settings["eval_batches"],
                 seed=settings["seed"],
+                dtype=settings["dtype"],
             )
+            autocast(device, cfg.dtype)  # a ValueError where bfloat16 autocast is not supported
     except (TypeError, ValueError) as error:
         sys.exit(f"error: {error}")
     lock = _own_folder(folder) if rank == 0 else None  # the process that writes the folder owns it
@@ -98,13 +111,18 @@ def train(args: argparse.Namespace) -> None:
                 sys.exit(f"error: --resume given but there is no checkpoint at {out}{only}")
             checkpoint = load_checkpoint(out)
             cfg, config, step = _resumed_settings(checkpoint, given)
+            tokenizer = checkpoint.tokenizer  # the run's own: a BPE tokenizer is never trained again
             del checkpoint  # train() reads it again; no need to hold two copies
         train_text, val_text = shakespeare()
-        tokenizer = CharTokenizer.from_text(train_text + val_text)
+        if not args.resume and settings["tokenizer"] == "bpe":  # learned from the training plays only
+            tokenizer = BPETokenizer.train(train_text, settings["vocab_size"] or BPE_VOCAB_SIZE, GPT4_PATTERN)
+        elif not args.resume:
+            tokenizer = CharTokenizer.from_text(train_text + val_text)
         if not args.resume:
             config = replace(config, vocab_size=tokenizer.vocab_size)
-        train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
-        val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
+        ids_dtype = id_dtype(tokenizer.vocab_size)  # uint8 for characters, int16 for BPE: 1/8 or 1/4 of int64
+        train_ids = torch.tensor(tokenizer.encode(train_text), dtype=ids_dtype)
+        val_ids = torch.tensor(tokenizer.encode(val_text), dtype=ids_dtype)
         if world > 1:
             local_rank = int(os.environ["LOCAL_RANK"])
             if device.type == "cuda":
@@ -116,7 +134,8 @@ def train(args: argparse.Namespace) -> None:
         if rank == 0:
             name = f"resuming {out} at step {step} of {cfg.max_steps}" if args.resume else settings["preset"]
             print(f"{name}: {count_parameters(model):,} parameters, {config}")
-            print(f"data: {len(train_ids):,} training and {len(val_ids):,} validation characters; {cfg}")
+            unit = "characters" if isinstance(tokenizer, CharTokenizer) else f"tokens (BPE, {tokenizer.vocab_size:,})"
+            print(f"data: {len(train_ids):,} training and {len(val_ids):,} validation {unit}; {cfg}")
         start = time.perf_counter()
         history = run_training(model, tokenizer, train_ids, val_ids, cfg, out=out, resume=args.resume)
         if rank == 0:
@@ -199,6 +218,7 @@ def _lock(fd: int) -> None:
 def _resumed_settings(checkpoint, given: dict):
     """(TrainConfig, GPTConfig, step) of a run to resume: the checkpoint's own, with more --steps if given. Exits
     with one line naming the options that would change the run."""
+    from tinytorch.checkpoint import tokenizer_to_dict
     from tinytorch.config import GPTConfig
     from tinytorch.training import TrainConfig
 
@@ -215,6 +235,12 @@ def _resumed_settings(checkpoint, given: dict):
             f"error: --steps {steps} is below the checkpoint's step {meta['step']}; give --steps {meta['step']} or more"
         )
     differ = []
+    tokenizer = checkpoint.tokenizer
+    kind = tokenizer_to_dict(tokenizer)["kind"]
+    if given.get("tokenizer", kind) != kind:
+        differ.append(f"--tokenizer {given['tokenizer']} (the run has {kind})")
+    if "vocab_size" in given and (kind == "char" or given["vocab_size"] != tokenizer.vocab_size):
+        differ.append(f"--vocab-size {given['vocab_size']} (the run has {tokenizer.vocab_size} {kind} tokens)")
     if "preset" in given:
         try:
             preset = replace(GPTConfig.from_preset(given["preset"]), vocab_size=config.vocab_size)
@@ -388,6 +414,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-interval", type=_integer(1), help="steps between evaluations and saves (default: 250)")
     p.add_argument("--eval-batches", type=_integer(1), help="fixed batches per evaluation (default: 20)")
     p.add_argument("--seed", type=SEED, help="random seed (default: 1337)")
+    p.add_argument(
+        "--tokenizer",
+        choices=["char", "bpe"],
+        help="char: one token per character; bpe: byte-level BPE learned from the training plays (default: char)",
+    )
+    p.add_argument(
+        "--vocab-size",
+        type=_integer(257),
+        help=f"BPE vocabulary: 256 bytes, merges, <|endoftext|> (default: {BPE_VOCAB_SIZE})",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        help="bfloat16: forward pass and loss under bfloat16 autocast, weights stay float32 (default: float32)",
+    )
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
     p.add_argument("--out", default="runs/shakespeare", help="output directory (default: runs/shakespeare)")
     p.add_argument(

@@ -3,8 +3,11 @@
 # %% auto #0
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "TOKENIZERS",
     "atomic_write",
     "remove_leftovers",
+    "tokenizer_to_dict",
+    "tokenizer_from_dict",
     "save_checkpoint",
     "Checkpoint",
     "load_checkpoint",
@@ -25,6 +28,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .bpe import BPETokenizer
 from .config import GPTConfig
 from .embeddings import CharTokenizer
 from .gpt import GPT
@@ -67,13 +71,33 @@ def remove_leftovers(path: str | Path) -> list[Path]:
 
 # %% ../notebooks/09_training_runs.ipynb #4e02a229
 CHECKPOINT_FORMAT = "tinytorch-checkpoint-1"
+TOKENIZERS = {"char": CharTokenizer, "bpe": BPETokenizer}  # the kinds of tokenizer a checkpoint can hold
+
+
+def tokenizer_to_dict(tokenizer: CharTokenizer | BPETokenizer) -> dict:
+    """The tokenizer as plain JSON, with its kind: {"kind": "char", "chars": ...} or {"kind": "bpe", "merges": ...}."""
+    for kind, cls in TOKENIZERS.items():
+        if isinstance(tokenizer, cls):
+            return {"kind": kind, **tokenizer.to_dict()}
+    raise TypeError(f"a checkpoint stores a CharTokenizer or a BPETokenizer, got {type(tokenizer).__name__}")
+
+
+def tokenizer_from_dict(data: dict) -> CharTokenizer | BPETokenizer:
+    """The tokenizer saved by `tokenizer_to_dict`; without a kind, characters (checkpoints older than BPE)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"the tokenizer must be a JSON object, got {str(data)[:80]!r}")
+    data = dict(data)
+    kind = data.pop("kind", "char")
+    if not isinstance(kind, str) or kind not in TOKENIZERS:
+        raise ValueError(f"unknown tokenizer kind {str(kind)[:40]!r}; expected one of {sorted(TOKENIZERS)}")
+    return TOKENIZERS[kind].from_dict(data)
 
 
 # %% ../notebooks/09_training_runs.ipynb #bd595dad
 def save_checkpoint(
     path: str | Path,
     model: GPT,
-    tokenizer: CharTokenizer,
+    tokenizer: CharTokenizer | BPETokenizer,
     step: int = 0,
     optimizer: torch.optim.Optimizer | None = None,
     generator: torch.Generator | None = None,
@@ -85,7 +109,7 @@ def save_checkpoint(
     tensors = {
         f"model.{k}": v.detach().to("cpu", dtype) for k, v in model.state_dict().items() if k != "lm_head.weight"
     }
-    header = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "tokenizer": tokenizer.to_dict()}
+    header = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "tokenizer": tokenizer_to_dict(tokenizer)}
     header.update(step=step, **(meta or {}))
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -96,6 +120,8 @@ def save_checkpoint(
     if generator is not None:
         tensors["rng.generator"] = generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_initialized():  # dropout on a GPU draws from the GPUs' own generators
+            tensors["rng.cuda"] = torch.stack(torch.cuda.get_rng_state_all())  # (devices, state bytes)
     for name, value in tensors.items():
         if name.startswith("model.") and not torch.isfinite(value).all():  # load_checkpoint would refuse the file
             raise ValueError(f"{name[6:]} holds NaN or infinite values (a diverged run?); {path} was left as it was")
@@ -109,7 +135,7 @@ class Checkpoint:
     """What `load_checkpoint` returns: the model, its tokenizer, the metadata, every saved tensor and the file."""
 
     model: GPT
-    tokenizer: CharTokenizer
+    tokenizer: CharTokenizer | BPETokenizer
     meta: dict
     tensors: dict
     path: Path
@@ -135,7 +161,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     return Checkpoint(model.to(device), tokenizer, meta, tensors, path)
 
 
-def _read_meta(path: Path, header: dict) -> tuple[dict, GPTConfig, CharTokenizer]:
+def _read_meta(path: Path, header: dict) -> tuple[dict, GPTConfig, CharTokenizer | BPETokenizer]:
     """The metadata of a checkpoint, its config and its tokenizer; a ValueError naming the file if anything is wrong."""
     if "tinytorch" not in header:
         raise ValueError(f"{path} has no tinytorch metadata: it was not written by save_checkpoint")
@@ -154,11 +180,11 @@ def _read_meta(path: Path, header: dict) -> tuple[dict, GPTConfig, CharTokenizer
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"{path}: the metadata's step must be an int >= 0, got {step!r:.60}")
     try:
-        config, tokenizer = GPTConfig.from_dict(meta["config"]), CharTokenizer.from_dict(meta["tokenizer"])
+        config, tokenizer = GPTConfig.from_dict(meta["config"]), tokenizer_from_dict(meta["tokenizer"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
     if tokenizer.vocab_size != config.vocab_size:
-        raise ValueError(f"{path}: tokenizer has {tokenizer.vocab_size} characters, config {config.vocab_size}")
+        raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens, the config {config.vocab_size}")
     return meta, config, tokenizer
 
 
@@ -206,6 +232,10 @@ def restore(checkpoint: Checkpoint, model: GPT, optimizer: torch.optim.Optimizer
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and torch.cuda.is_available():  # saved on a GPU, resumed on one
+            states = list(tensors["rng.cuda"].unbind())[: torch.cuda.device_count()]
+            for device, state in enumerate(states):
+                torch.cuda.set_rng_state(state, device)
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path} cannot be resumed: its optimizer or random state is damaged ({error})") from None
     return meta["step"], meta.get("history", [])

@@ -7,9 +7,11 @@ __all__ = [
     "convert_play",
     "load_plays",
     "shakespeare",
+    "id_dtype",
     "get_batch",
     "TrainConfig",
     "make_optimizer",
+    "autocast",
     "get_lr",
     "fixed_batches",
     "evaluate",
@@ -25,7 +27,8 @@ import os
 import re
 import signal
 import threading
-from contextlib import nullcontext
+import warnings
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from importlib import metadata, resources
 from pathlib import Path
@@ -35,9 +38,10 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import Checkpoint, atomic_write, load_checkpoint, restore, save_checkpoint
+from .bpe import BPETokenizer
+from .checkpoint import Checkpoint, atomic_write, load_checkpoint, restore, save_checkpoint, tokenizer_to_dict
 from .config import _check_seed
-from .embeddings import CharTokenizer
+from .embeddings import CharTokenizer, check_id_range
 from .gpt import GPT, next_token_loss
 
 
@@ -125,13 +129,22 @@ def shakespeare(cache_dir: str | Path | None = None) -> tuple[str, str]:
     return train, val
 
 
+# %% ../notebooks/06_training.ipynb #5e3c1a7b
+def id_dtype(vocab_size: int) -> torch.dtype:
+    """The smallest integer dtype that holds every id of the vocabulary: uint8 up to 256 tokens, then int16, int32."""
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if vocab_size - 1 <= torch.iinfo(dtype).max:
+            return dtype
+    raise ValueError(f"vocab_size {vocab_size} does not fit in int32; use fewer than 2**31 tokens")
+
+
 # %% ../notebooks/06_training.ipynb #44775b06
 def get_batch(ids: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator):
     """Random windows of a 1-D id tensor: inputs x (B, T) and targets y (B, T), shifted by one."""
     if len(ids) <= block_size:
         raise ValueError(f"the data has {len(ids)} tokens, fewer than block_size + 1 = {block_size + 1}")
     starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)  # (B,)
-    windows = ids[starts[:, None] + torch.arange(block_size + 1)].long()  # (B, T + 1)
+    windows = ids[starts[:, None] + torch.arange(block_size + 1)].long()  # (B, T + 1), int64 whatever ids holds
     return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
 
 
@@ -151,6 +164,7 @@ class TrainConfig:
     eval_interval: int = 50  # steps between evaluations
     eval_batches: int = 8  # fixed batches per evaluation
     seed: int = 1337
+    dtype: str = "float32"  # "bfloat16": forward and loss under bfloat16 autocast; weights and optimizer stay float32
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "warmup_steps"):
@@ -172,6 +186,8 @@ class TrainConfig:
             raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
         if self.weight_decay < 0 or self.grad_clip <= 0:
             raise ValueError(f"need weight_decay >= 0 and grad_clip > 0, got {self.weight_decay}, {self.grad_clip}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
 
 # %% ../notebooks/06_training.ipynb #d3dd6d65
@@ -182,7 +198,26 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=True)  # fused: one kernel per step
+    fused = params[0].device.type in ("cpu", "cuda")  # one kernel per step; elsewhere (mps...) the default loop
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), fused=fused)
+
+
+def autocast(device: torch.device, dtype: str) -> AbstractContextManager:
+    """Where train runs the forward pass and the loss: under bfloat16 autocast, or as it is for "float32"."""
+    if dtype == "float32":
+        return nullcontext()
+    problem = None if torch.amp.is_autocast_available(device.type) else "no autocast there"
+    with warnings.catch_warnings(record=True) as caught:  # where unsupported, autocast warns and turns itself off
+        warnings.simplefilter("always")
+        try:
+            context = torch.autocast(device.type, dtype=torch.bfloat16)
+        except RuntimeError as error:  # e.g. a GPU without bfloat16
+            problem = str(error)
+    if caught and problem is None:
+        problem = str(caught[0].message)
+    if problem is not None:
+        raise ValueError(f"bfloat16 autocast is not supported on {device.type} ({problem}); use dtype float32")
+    return context
 
 
 # %% ../notebooks/06_training.ipynb #ef9da2e0
@@ -262,11 +297,11 @@ class _StopAfterStep:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def _check_resume(checkpoint: Checkpoint, tokenizer: CharTokenizer, cfg: TrainConfig) -> list[dict]:
+def _check_resume(checkpoint: Checkpoint, tokenizer: CharTokenizer | BPETokenizer, cfg: TrainConfig) -> list[dict]:
     """Raise a ValueError unless `train` can continue the checkpoint's run with `cfg`: only max_steps may change,
     and not to below the checkpoint's step. Returns the run's record of max_steps changes, with this one."""
     path, meta = checkpoint.path, checkpoint.meta
-    if checkpoint.tokenizer.chars != tokenizer.chars:
+    if tokenizer_to_dict(checkpoint.tokenizer) != tokenizer_to_dict(tokenizer):
         raise ValueError(f"{path} was trained with another tokenizer; resume it with the one saved in it")
     try:
         saved = TrainConfig(**meta["train_config"])
@@ -299,7 +334,7 @@ def _diverged(step: int, what: str, cfg: TrainConfig, out: str | Path | None, sa
 
 def train(
     model: GPT,
-    tokenizer: CharTokenizer,
+    tokenizer: CharTokenizer | BPETokenizer,
     train_ids: torch.Tensor,
     val_ids: torch.Tensor,
     cfg: TrainConfig,
@@ -317,6 +352,12 @@ def train(
         raise ValueError("resume=True needs out, the checkpoint to continue")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device, T = next(model.parameters()).device, model.config.block_size
+    forward_context = autocast(device, cfg.dtype)  # checked before anything is done
+    for name, ids in (("train_ids", train_ids), ("val_ids", val_ids)):
+        try:  # once, here: on a GPU the forward pass does not check ids (it would wait for the GPU at every step)
+            check_id_range(ids, model.config.vocab_size)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}; encode the text with the model's tokenizer") from None
     optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)  # draws the training batches
     eval_sets = {  # the same batches on every process, and for any number of processes
@@ -344,7 +385,8 @@ def train(
                 )
                 last = micro == cfg.grad_accum - 1
                 with nullcontext() if last or world == 1 else ddp.no_sync():  # average gradients once per step
-                    loss = next_token_loss(ddp(x.to(device)), y.to(device))
+                    with forward_context:  # a no-op for float32
+                        loss = next_token_loss(ddp(x.to(device)), y.to(device))
                     (loss / cfg.grad_accum).backward()
             norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # the norm before clipping
             health = torch.stack([loss.detach(), norm])  # (2,)
