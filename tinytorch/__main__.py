@@ -427,7 +427,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--dtype",
         choices=["float32", "bfloat16"],
-        help="bfloat16: forward pass and loss under bfloat16 autocast, weights stay float32 (default: float32)",
+        help="bfloat16: forward pass and loss under bfloat16 autocast, weights stay float32; for GPUs (a CPU without "
+        "bfloat16 units emulates it, many times slower) (default: float32)",
     )
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
     p.add_argument("--out", default="runs/shakespeare", help="output directory (default: runs/shakespeare)")
