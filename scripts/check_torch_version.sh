@@ -27,7 +27,10 @@ py="$scratch/venv/bin/python"
 "$py" - "$scratch/src/pyproject.toml" > "$scratch/requirements.txt" <<'PY'
 import re, sys, tomllib
 project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-print("\n".join(r for r in project["dependencies"] + project["optional-dependencies"]["dev"] if not re.match(r"torch\b", r)))
+extras = project["optional-dependencies"]
+dev = [r for r in extras["dev"] if not r.startswith("tinytorch[")]  # "tinytorch[notebooks]": that extra's requirements
+dev += [r for name in re.findall(r"tinytorch\[(\w+)\]", " ".join(extras["dev"])) for r in extras[name]]
+print("\n".join(r for r in project["dependencies"] + dev if not re.match(r"torch\b", r)))
 PY
 "$py" -m pip install --quiet --upgrade pip
 "$py" -m pip install --quiet "torch==$version"
