@@ -305,3 +305,11 @@ def test_a_bfloat16_run_records_its_dtype_and_resumes_with_it(tmp_path, capsys):
     assert code == 0, err
     assert "dtype='bfloat16'" in out
     assert_one_line_error(*cli(capsys, "train", "--resume", "--out", tmp_path, "--dtype", "float32"), "--dtype")
+
+
+def test_bfloat16_where_autocast_has_none_is_a_one_line_error_before_anything_happens(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.amp, "is_autocast_available", lambda device_type: False)  # as on a device without it
+    out = tmp_path / "run"
+    code, stdout, err = cli(capsys, "train", "--out", out, *SMALL_RUN, "--dtype", "bfloat16")
+    assert_one_line_error(code, stdout, err, "bfloat16 autocast is not supported on cpu", "float32")
+    assert not out.exists()
