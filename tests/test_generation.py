@@ -299,3 +299,14 @@ def test_busy_cores_is_zero_where_the_system_does_not_tell(monkeypatch):
 
     monkeypatch.setattr(generation, "_cpu_ticks", no_proc)
     assert generation._busy_cores() == 0.0
+
+
+def test_stream_text_holds_the_bytes_of_a_character_until_it_is_whole(monkeypatch):
+    from tinytorch.bpe import BPETokenizer
+
+    tokenizer = BPETokenizer(merges=[])  # bytes only: "é" is the two tokens 195, 169
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    sampled = [torch.tensor([i]) for i in [*"é".encode(), *b" ok", 0xE2, 0x80]]  # ends inside "—"
+    monkeypatch.setattr(generation, "stream_tokens", lambda *args, **kwargs: iter(sampled))
+    pieces = list(stream_text(model, tokenizer, "café", 10))
+    assert pieces == ["café", "é", " ", "o", "k", "\ufffd"]  # never half a character; the unfinished one at the end

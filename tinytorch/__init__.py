@@ -6,6 +6,7 @@ The modules are generated from the notebooks (see README); this file only re-exp
 
 from tinytorch.attention import CausalSelfAttention
 from tinytorch.blocks import MLP, Block, LayerNorm
+from tinytorch.bpe import BPETokenizer
 from tinytorch.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from tinytorch.config import PRESETS, GPTConfig, count_parameters, get_device, set_seed
 from tinytorch.embeddings import CharTokenizer, Embeddings
@@ -19,6 +20,7 @@ __all__ = [
     "GPT",
     "MLP",
     "PRESETS",
+    "BPETokenizer",
     "Block",
     "CausalSelfAttention",
     "CharTokenizer",

@@ -445,20 +445,29 @@ def main(argv: list[str] | None = None) -> None:
         description="Complete a phrase with the Shakespeare model that ships with tinytorch (or --checkpoint), "
         "streaming characters as they are sampled. Example: tinytorch complete 'ROMEO:' --seed 1",
     )
-    p.add_argument("prompt", help='the start of the text, e.g. "ROMEO:" (characters from Shakespeare\'s plays)')
-    p.add_argument("--max-new-tokens", type=_integer(0), default=300, help="characters to add (default: 300)")
+    p.add_argument(
+        "prompt",
+        help='the start of the text, e.g. "ROMEO:" (the shipped model knows the characters of Shakespeare\'s '
+        "plays; a model trained with --tokenizer bpe reads any text)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=_integer(0),
+        default=300,
+        help="tokens to add: characters for the shipped model (default: 300)",
+    )
     p.add_argument(
         "--temperature",
         type=_number("a finite number >= 0", lambda value: value >= 0),
         default=0.8,
         help="0 = greedy; higher = more surprising (default: 0.8)",
     )
-    p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely characters")
+    p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely tokens")
     p.add_argument(
         "--top-p",
         type=_number("a number in (0, 1]", lambda value: 0 < value <= 1),
         default=None,
-        help="sample only from the most likely characters adding up to p",
+        help="sample only from the most likely tokens adding up to p",
     )
     p.add_argument("--seed", type=SEED, default=None, help="random seed, for a repeatable completion")
     p.add_argument(

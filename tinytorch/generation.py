@@ -18,6 +18,7 @@ __all__ = [
 ]
 
 # %% ../notebooks/07_generation.ipynb #5a20b4fd
+import codecs
 import functools
 import math
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from .bpe import BPETokenizer
 from .checkpoint import load_checkpoint
 from .config import GPTConfig
 from .embeddings import CharTokenizer, check_id_range
@@ -38,7 +40,9 @@ PRETRAINED = Path(str(resources.files("tinytorch"))) / "checkpoints" / "shakespe
 
 
 # %% ../notebooks/07_generation.ipynb #93808336
-def load_pretrained(path: str | Path | None = None, device: str | torch.device = "cpu") -> tuple[GPT, CharTokenizer]:
+def load_pretrained(
+    path: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[GPT, CharTokenizer | BPETokenizer]:
     """(model, tokenizer) from a checkpoint: by default the Shakespeare model shipped with tinytorch."""
     checkpoint = load_checkpoint(PRETRAINED if path is None else path, device)
     return checkpoint.model.eval(), checkpoint.tokenizer
@@ -270,7 +274,7 @@ def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> to
 # %% ../notebooks/07_generation.ipynb #24f94d7e
 def stream_text(
     model: GPT,
-    tokenizer: CharTokenizer,
+    tokenizer: CharTokenizer | BPETokenizer,
     prompt: str,
     max_new_tokens: int = 200,
     temperature: float = 0.8,
@@ -278,7 +282,7 @@ def stream_text(
     top_p: float | None = None,
     seed: int | None = None,
 ) -> Iterator[str]:
-    """Yield the prompt, then each new character as soon as it is sampled."""
+    """Yield the prompt, then the text of each new token as soon as it is sampled."""
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"the prompt must be a non-empty string, got {prompt!r}; start the text, e.g. 'ROMEO:'")
     _check_sampling(tokenizer.vocab_size, max_new_tokens, temperature, top_k, top_p, 1.0, 1, None)  # before any text
@@ -288,15 +292,21 @@ def stream_text(
     idx = torch.tensor([tokenizer.encode(prompt)], device=device)  # (1, T): unknown characters raise here
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     yield prompt
+    # A subword token may end in the middle of a character (é is two bytes): hold such bytes until it is whole
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace") if isinstance(tokenizer, BPETokenizer) else None
     for next_id in stream_tokens(
         model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
     ):
-        yield tokenizer.decode(next_id)
+        piece = tokenizer.decode(next_id) if utf8 is None else utf8.decode(tokenizer.decode_bytes(next_id))
+        if piece:
+            yield piece
+    if utf8 is not None and (rest := utf8.decode(b"", final=True)):
+        yield rest  # bytes of an unfinished character at the end: shown as �
 
 
 # %% ../notebooks/07_generation.ipynb #6467ae3d
 @functools.lru_cache(maxsize=2)
-def _cached_pretrained(path: str | None) -> tuple[GPT, CharTokenizer]:
+def _cached_pretrained(path: str | None) -> tuple[GPT, CharTokenizer | BPETokenizer]:
     return load_pretrained(path)
 
 
