@@ -4,6 +4,7 @@ more training time buys.
     python benchmarks/run.py                    # both sections, about 55 minutes on 2 cores
     python benchmarks/run.py speed              # about 4 minutes: writes benchmarks/speed.md and speed.png
     python benchmarks/run.py quality --minutes 2 10 30   # about 50 minutes: quality.md and quality.png
+    python benchmarks/run.py tokens --minutes 10 30      # characters vs BPE at equal time: tokens.md and .png
 
 Speed: contenders are interleaved round by round so that both see the same machine state; each number
 is the median over rounds. Targets: training >= 1.2x transformers; cached generation >= 1.5x
@@ -385,6 +386,80 @@ def quality(budgets: list[float]) -> None:
     plot_quality(runs)
 
 
+def tokens(budgets: list[float], vocab_sizes: tuple[int, ...] = (320, 512, 1024)) -> None:
+    """Characters against subwords at equal compute: each tokenizer's model trained for the same training time,
+    compared in bits per character of the held-out plays; tokens.md and tokens.png."""
+    from tinytorch.bpe import BPETokenizer
+    from tinytorch.checkpoint import load_checkpoint
+    from tinytorch.embeddings import CharTokenizer
+    from tinytorch.generation import PRETRAINED
+    from tinytorch.training import id_dtype, shakespeare
+
+    shipped = load_checkpoint(PRETRAINED).meta["train_config"]
+    train_text, val_text = shakespeare()
+    tokenizers = {"characters": CharTokenizer.from_text(train_text + val_text)}
+    for size in vocab_sizes:  # learned from the training plays only, as `tinytorch train --tokenizer bpe` does
+        tokenizers[f"BPE {size:,}"] = BPETokenizer.train(train_text, size)
+    shape = GPTConfig.from_preset("shakespeare")
+    lines = [
+        f"Machine: {machine()}. Command: `python benchmarks/run.py tokens --minutes "
+        f"{' '.join(f'{m:g}' for m in budgets)}`.",
+        "",
+        f"One model shape (the shakespeare preset: {shape.n_layer} blocks, width {shape.n_embd}, context "
+        f"{shape.block_size} tokens) with each tokenizer's vocabulary, trained with the shipped model's recipe for "
+        "the same training time (steps fitted to the budget at each model's own pace, measured just before; "
+        "evaluations not counted). Loss per token on 20 fixed batches of the held-out plays, converted to bits per "
+        "character with the held-out plays' characters per token (the BPE tokenizers learned from the training "
+        "plays only).",
+        "",
+        "| budget | tokenizer | vocabulary | characters per token | steps | characters seen | val loss per token "
+        "| val bits per character |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    runs = {}
+    for budget in budgets:
+        for name, tokenizer in tokenizers.items():
+            train_ids = torch.tensor(tokenizer.encode(train_text), dtype=id_dtype(tokenizer.vocab_size))
+            val_ids = torch.tensor(tokenizer.encode(val_text), dtype=id_dtype(tokenizer.vocab_size))
+            chars_per_token = len(val_text) / len(val_ids)
+            config = GPTConfig(**{**shape.to_dict(), "vocab_size": tokenizer.vocab_size})
+
+            def recipe(steps: int, evaluations: int) -> TrainConfig:
+                interval = max(1, steps // evaluations)
+                settings = {**shipped, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval}
+                return TrainConfig(**settings)
+
+            torch.manual_seed(shipped["seed"])
+            calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(30, 1))
+            steps = max(1, round(budget / (calibration[-1]["minutes"] / 30)))
+            torch.manual_seed(shipped["seed"])
+            history = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(steps, 8))
+            for record in history:
+                record["bits per character"] = record["val"] / math.log(2) / chars_per_token
+            runs[(budget, name)] = history
+            last = history[-1]
+            seen = steps * shipped["batch_size"] * config.block_size * chars_per_token
+            lines.append(
+                f"| {budget:g} min | {name} | {tokenizer.vocab_size:,} | {chars_per_token:.2f} | {steps:,} "
+                f"| {seen / 1e6:.2f}M | {last['val']:.3f} | **{last['bits per character']:.3f}** |"
+            )
+            print(lines[-1], flush=True)
+    write_section("tokens", lines)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for (budget, name), history in runs.items():
+        label = name if len(budgets) == 1 else f"{name}, {budget:g} min"
+        ax.plot(
+            [r["minutes"] for r in history], [r["bits per character"] for r in history], marker="o", ms=3, label=label
+        )
+    ax.set_xlabel("training time (minutes; evaluations not counted)")
+    ax.set_ylabel("held-out bits per character")
+    ax.set_title("Characters against subwords at equal training time")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(ROOT / "benchmarks" / "tokens.png", dpi=110)
+
+
 def plot_quality(runs: dict) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -423,7 +498,7 @@ def write_section(name: str, lines: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sections", nargs="*", choices=["speed", "quality"], default=["speed", "quality"])
+    parser.add_argument("sections", nargs="*", choices=["speed", "quality", "tokens"], default=["speed", "quality"])
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 10, 30], help="training budgets")
     args = parser.parse_args()
     if any(m <= 0 for m in args.minutes):
@@ -432,6 +507,8 @@ def main() -> None:
         speed()
     if "quality" in args.sections:
         quality(args.minutes)
+    if "tokens" in args.sections:
+        tokens(args.minutes)
 
 
 if __name__ == "__main__":
