@@ -93,7 +93,8 @@ def test_get_device_rejects_unknown_names(name):
 def test_get_device_rejects_a_device_this_machine_does_not_have(monkeypatch, name):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    with pytest.raises(ValueError, match=f"{name!r} is not available on this machine"):
+    backend = "torch.cuda" if name.startswith("cuda") else "torch.backends.mps"
+    with pytest.raises(ValueError, match=rf"{name!r} is not available \({backend}\.is_available\(\) is False\)"):
         get_device(name)
 
 

@@ -111,9 +111,11 @@ def get_device(device: str = "auto") -> torch.device:
             chosen = torch.device(device)
         except (RuntimeError, TypeError):
             raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps'") from None
-        has = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
-        if chosen.type in has and not has[chosen.type]():
-            raise ValueError(f"device {device!r} is not available on this machine; use 'auto' or 'cpu'")
+        backend = {"cuda": torch.cuda, "mps": torch.backends.mps}.get(chosen.type)
+        if backend is not None and not backend.is_available():
+            raise ValueError(
+                f"device {device!r} is not available ({backend.__name__}.is_available() is False); use 'auto' or 'cpu'"
+            )
         return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
