@@ -487,7 +487,7 @@ def decode_step_returning_every_position(model, new_ids, cache):
 
 
 def merge_pair(ids, pair, new_id):
-    return checks._merge_pair(ids, pair, new_id)
+    return checks._merge(ids, pair, new_id)
 
 
 def count_pairs_without_overlaps(ids):

@@ -88,6 +88,17 @@ def _train_merges(chunks: dict[str, int], num_merges: int) -> list[tuple[int, in
     return merges
 
 
+# %% ../notebooks/02b_subwords.ipynb #cc16c750
+def _encode_chunk(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]:
+    """The ids of a chunk after its merges: the pair of lowest rank ({pair: new id}) first, repeatedly."""
+    while len(ids) >= 2:
+        pair = min(pairwise(ids), key=lambda p: ranks.get(p, math.inf))
+        if pair not in ranks:
+            break
+        ids = _merge(ids, pair, ranks[pair])
+    return ids
+
+
 # %% ../notebooks/02b_subwords.ipynb #653431fa
 class BPETokenizer:
     """Byte-level BPE, text <-> token ids: ids 0-255 are the bytes, 256 + i is merges[i], then the special tokens."""
@@ -170,7 +181,7 @@ class BPETokenizer:
             covered += len(chunk)
             chunk_ids = self._cache.get(chunk)
             if chunk_ids is None:
-                chunk_ids = self._encode_chunk(chunk.encode("utf-8"))
+                chunk_ids = _encode_chunk(list(chunk.encode("utf-8")), self.ranks)
                 if len(self._cache) < 100_000:  # bounded: a huge text of distinct chunks must not fill memory
                     self._cache[chunk] = chunk_ids
             ids += chunk_ids
@@ -180,16 +191,6 @@ class BPETokenizer:
                 "characters, which would be lost; use a pattern whose matches cover every character, such as "
                 "GPT4_PATTERN"
             )
-        return ids
-
-    def _encode_chunk(self, chunk: bytes) -> list[int]:
-        """The ids of one chunk: its bytes, merged in the order the merges were learned."""
-        ids = list(chunk)
-        while len(ids) >= 2:
-            pair = min(pairwise(ids), key=lambda p: self.ranks.get(p, math.inf))
-            if pair not in self.ranks:
-                break
-            ids = _merge(ids, pair, self.ranks[pair])
         return ids
 
     def decode_bytes(self, ids: Sequence[int] | torch.Tensor) -> bytes:

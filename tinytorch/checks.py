@@ -26,7 +26,7 @@ from torch import nn
 
 from tinytorch.attention import CausalSelfAttention, attention_weights, causal_mask
 from tinytorch.blocks import Block
-from tinytorch.bpe import END_OF_TEXT, BPETokenizer
+from tinytorch.bpe import END_OF_TEXT, BPETokenizer, _encode_chunk, _merge
 from tinytorch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from tinytorch.config import GPTConfig, count_parameters
 from tinytorch.embeddings import CharTokenizer, Embeddings
@@ -727,38 +727,15 @@ def _count_pairs(ids: list[int]) -> dict[tuple[int, int], int]:
     return counts
 
 
-def _merge_pair(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """`ids` with every occurrence of `pair`, left to right, replaced by `new_id`."""
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
-
-
 def _train_merges(ids: list[int], num_merges: int) -> list[tuple[int, int]]:
     """The pairs merged by `num_merges` steps of BPE on `ids`, in order; merge i makes token 256 + i."""
     merges = []
     for i in range(num_merges):
         counts = _count_pairs(ids)
         pair = min(counts, key=lambda p: (-counts[p], p))  # the most frequent; on a tie, the smallest pair
-        ids = _merge_pair(ids, pair, 256 + i)
+        ids = _merge(ids, pair, 256 + i)
         merges.append(pair)
     return merges
-
-
-def _encode_chunk(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]:
-    """The ids of a chunk after its merges: the pair of lowest rank in `ranks` ({pair: new id}) first, repeatedly."""
-    while len(ids) >= 2:
-        pair = min(pairwise(ids), key=lambda p: ranks.get(p, math.inf))
-        if pair not in ranks:
-            break
-        ids = _merge_pair(ids, pair, ranks[pair])
-    return ids
 
 
 def _id_list(out: Any, call: str) -> list:
@@ -802,7 +779,7 @@ def _verify_count_pairs(count_pairs: Callable) -> None:
         raise Wrong(f"{call} gives {pair} the count {out[pair]}, but it occurs {want[pair]} times")
 
 
-@piece("merge", "02b_subwords", "every occurrence of a pair, left to right, replaced by a new id", _merge_pair)
+@piece("merge", "02b_subwords", "every occurrence of a pair, left to right, replaced by a new id", _merge)
 def _verify_merge(merge: Callable) -> None:
     cases = [
         ([1, 2, 3, 1, 2], (1, 2), 99),
@@ -818,10 +795,10 @@ def _verify_merge(merge: Callable) -> None:
         out = _id_list(merge(given, pair, new_id), call)
         if given != ids:
             raise Wrong(f"{call} changed the list it was given: build a new list and leave ids as it is")
-        want = _merge_pair(ids, pair, new_id)
+        want = _merge(ids, pair, new_id)
         if out == want:
             continue
-        if out == _merge_pair(ids[::-1], pair[::-1], new_id)[::-1]:
+        if out == _merge(ids[::-1], pair[::-1], new_id)[::-1]:
             raise Wrong(f"{call} returned {out}: merge from left to right, so the first 7 joins the second")
         if out.count(new_id) > want.count(new_id):
             raise Wrong(f"{call} returned {out}: an id joined two pairs; after a merge, skip both of its ids (i += 2)")
@@ -868,7 +845,7 @@ def _verify_train_merges(train_merges: Callable) -> None:
                     f"{call}: at merge {i}, {got} and {want} both occur {counts[got]} times; on a tie take the "
                     "smaller pair, min(counts, key=lambda p: (-counts[p], p))"
                 )
-            state = _merge_pair(state, want, 256 + i)
+            state = _merge(state, want, 256 + i)
 
 
 def _first_found(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]:
@@ -877,7 +854,7 @@ def _first_found(ids: list[int], ranks: dict[tuple[int, int], int]) -> list[int]
         pair = next((p for p in pairwise(ids) if p in ranks), None)
         if pair is None:
             return ids
-        ids = _merge_pair(ids, pair, ranks[pair])
+        ids = _merge(ids, pair, ranks[pair])
 
 
 @piece("encode_chunk", "02b_subwords", "a chunk's bytes merged in the order the merges were learned", _encode_chunk)
@@ -899,7 +876,7 @@ def _verify_encode_chunk(encode_chunk: Callable) -> None:
                 "pair found"
             )
         pair = min(pairwise(ids), key=lambda p: table.get(p, math.inf))
-        if out == _merge_pair(ids, pair, table[pair]):
+        if out == _merge(ids, pair, table[pair]):
             raise Wrong(f"{call} returned {out} after one merge: repeat until no pair present has a rank")
         raise Wrong(f"{call} returned {out}, expected {want}" + (f" with ranks = {ranks}" if table is ranks else ""))
 
