@@ -298,7 +298,22 @@ def test_busy_cores_is_zero_where_the_system_does_not_tell(monkeypatch):
         raise OSError("no /proc here")
 
     monkeypatch.setattr(generation, "_cpu_ticks", no_proc)
+    monkeypatch.setattr(generation, "_last_reading", {})  # no earlier reading to reuse
     assert generation._busy_cores() == 0.0
+
+
+def test_busy_cores_reuses_a_reading_for_a_second(monkeypatch):
+    reads = []
+
+    def ticks():
+        reads.append(1)
+        return (100 * len(reads), 50 * len(reads), 0)  # half of the machine busy
+
+    monkeypatch.setattr(generation, "_cpu_ticks", ticks)
+    monkeypatch.setattr(generation, "_last_reading", {})
+    first = generation._busy_cores()
+    assert generation._busy_cores() == first == (os.cpu_count() or 1) / 2
+    assert len(reads) == 2  # one measurement (two reads, 50 ms apart), then the reading is reused
 
 
 def test_stream_text_holds_the_bytes_of_a_character_until_it_is_whole(monkeypatch):

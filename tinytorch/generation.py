@@ -167,8 +167,15 @@ def _cpu_ticks() -> tuple[int, int, int]:
     return sum(ticks), ticks[3] + ticks[4], int(fields[11]) + int(fields[12])  # idle + iowait; utime + stime
 
 
+_last_reading: dict[str, float] = {}  # the last measurement of _busy_cores: {"at": monotonic seconds, "cores": ...}
+
+
 def _busy_cores(interval: float = 0.05) -> float:
-    """How many cores *other* programs keep busy right now (Linux); 0.0 where the system does not tell."""
+    """How many cores *other* programs keep busy right now (Linux); 0.0 where the system does not tell.
+
+    A reading less than a second old is reused, so that many short generations do not each wait `interval`."""
+    if time.monotonic() - _last_reading.get("at", -math.inf) < 1.0:
+        return _last_reading["cores"]
     try:
         first = _cpu_ticks()
         time.sleep(interval)
@@ -176,7 +183,9 @@ def _busy_cores(interval: float = 0.05) -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     total, idle, own = (b - a for a, b in zip(first, second, strict=True))
-    return (os.cpu_count() or 1) * (total - idle - own) / total if total > 0 else 0.0
+    cores = (os.cpu_count() or 1) * (total - idle - own) / total if total > 0 else 0.0
+    _last_reading.update(at=time.monotonic(), cores=cores)
+    return cores
 
 
 def decoding_threads(model: GPT) -> int:
