@@ -307,7 +307,7 @@ def plot_speed(bars: list) -> None:
     fig.savefig(ROOT / "benchmarks" / "speed.png", dpi=110)
 
 
-def timed_train(model, tokenizer, train_ids, val_ids, cfg) -> list[dict]:
+def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | None = None) -> list[dict]:
     """tinytorch.training.train, with "minutes" of training (evaluations not counted) in each record."""
     from tinytorch import training
 
@@ -324,7 +324,7 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg) -> list[dict]:
 
     training.evaluate = timed_evaluate
     try:
-        history = training.train(model, tokenizer, train_ids, val_ids, cfg, progress=False)
+        history = training.train(model, tokenizer, train_ids, val_ids, cfg, progress=False, deadline=deadline)
     finally:
         training.evaluate = evaluate
     return [{**record, "minutes": minutes} for record, minutes in zip(history, marks[::2], strict=True)]

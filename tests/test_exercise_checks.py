@@ -34,6 +34,7 @@ EXERCISES = {
     "07_generation": ["my_min_p_filter", "my_kv_cache_bytes", "my_positions", "my_last_outputs"],
     "08_attention_explorer": ["my_previous_character_head", "my_row_entropy"],
     "09_training_runs": ["my_read_header", "my_state_bytes"],
+    "10_budget": ["my_steps_for", "my_frontier"],
 }
 EXPERIMENTS = ["my_short_run", "my_one_play_run"]  # on chapter 06's data: their references only say so
 LN_V = math.log(76)  # chapter 06's plays have 76 distinct characters
@@ -89,6 +90,8 @@ SIGNATURES = {  # the parameters of each exercise's function in the book
     "my_row_entropy": "(weights)",
     "my_read_header": "(path)",
     "my_state_bytes": "(checkpoint)",
+    "my_steps_for": "(minutes, seconds_per_step, evaluations, seconds_per_evaluation)",
+    "my_frontier": "(runs)",
 }
 
 
@@ -633,6 +636,45 @@ def state_without_steps(checkpoint):
     )
 
 
+def steps_in_minutes(minutes, seconds_per_step, evaluations, seconds_per_evaluation):
+    return max(0, math.floor((minutes - evaluations * seconds_per_evaluation) / seconds_per_step))
+
+
+def steps_without_evaluations(minutes, seconds_per_step, evaluations, seconds_per_evaluation):
+    return max(0, math.floor(60 * minutes / seconds_per_step))
+
+
+def steps_rounded_up(minutes, seconds_per_step, evaluations, seconds_per_evaluation):
+    return max(0, math.ceil((60 * minutes - evaluations * seconds_per_evaluation) / seconds_per_step))
+
+
+def steps_below_zero(minutes, seconds_per_step, evaluations, seconds_per_evaluation):
+    return math.floor((60 * minutes - evaluations * seconds_per_evaluation) / seconds_per_step)
+
+
+def steps_as_float(minutes, seconds_per_step, evaluations, seconds_per_evaluation):
+    return max(0.0, (60 * minutes - evaluations * seconds_per_evaluation) // seconds_per_step)
+
+
+def frontier_of_the_worst(runs):
+    return {
+        m: max((r for r in runs if r["minutes"] == m), key=lambda r: r["val"])
+        for m in sorted({r["minutes"] for r in runs})
+    }
+
+
+def frontier_of_losses(runs):
+    return {m: min(r["val"] for r in runs if r["minutes"] == m) for m in sorted({r["minutes"] for r in runs})}
+
+
+def frontier_unsorted(runs):
+    best = {}
+    for run in runs:
+        if run["minutes"] not in best or run["val"] < best[run["minutes"]]["val"]:
+            best[run["minutes"]] = run
+    return best
+
+
 MISTAKES = [
     # (piece, wrong answer, the message, or the start of it)
     ("my_batch_logits", batch_logits_for_128_tokens, "an id was too large for this model, whose vocab_size is 11"),
@@ -735,6 +777,14 @@ MISTAKES = [
     ("my_state_bytes", state_swapped, "the weights come first"),
     ("my_state_bytes", state_counting_the_rng, "the rng.* tensors are the random state, not the optimizer's"),
     ("my_state_bytes", state_without_steps, "the optimizer's step tensors count too"),
+    ("my_steps_for", steps_in_minutes, "my_steps_for(2, 0.045, 4, 0.5) returned 0: minutes are 60 seconds each"),
+    ("my_steps_for", steps_without_evaluations, "my_steps_for(2, 0.045, 4, 0.5) returned 2666: the evaluations"),
+    ("my_steps_for", steps_rounded_up, "my_steps_for(2, 0.045, 4, 0.5) returned 2623: round down"),
+    ("my_steps_for", steps_below_zero, "my_steps_for(0.05, 1, 4, 1) returned -1: never fewer than 0 steps"),
+    ("my_steps_for", steps_as_float, "my_steps_for(2, 0.045, 4, 0.5) returned a float"),
+    ("my_frontier", frontier_of_the_worst, "at budget 2 that is the run of the highest val"),
+    ("my_frontier", frontier_of_losses, "the value of budget 2 is a float"),
+    ("my_frontier", frontier_unsorted, "put the budgets in increasing order"),
 ]
 
 

@@ -54,6 +54,8 @@ RESUMED_FIELDS = dict(  # option -> the TrainConfig field it sets
     dtype="dtype",
 )
 BPE_VOCAB_SIZE = 1024  # --vocab-size when --tokenizer bpe is given without it
+PLANNED = ("preset", "steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup", "eval_interval", "tokenizer")
+PLANNED += ("vocab_size", "dtype")  # the options --minutes chooses itself, or that its study did not vary
 
 
 def train(args: argparse.Namespace) -> None:
@@ -63,17 +65,21 @@ def train(args: argparse.Namespace) -> None:
 
     from tinytorch import GPT, CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
     from tinytorch.bpe import GPT4_PATTERN, BPETokenizer
+    from tinytorch.budget import SPARE_SECONDS, plan_run
     from tinytorch.checkpoint import load_checkpoint, remove_leftovers, save_checkpoint
     from tinytorch.training import TrainConfig, TrainingDiverged, TrainingInterrupted, autocast, id_dtype, shakespeare
     from tinytorch.training import train as run_training
 
+    began = time.perf_counter()  # --minutes counts from here
     given = {name: getattr(args, name) for name in TRAIN_DEFAULTS if getattr(args, name) is not None}
     folder = Path(args.out)
     out, weights = folder / "checkpoint.safetensors", folder / "model.safetensors"
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     try:  # every option is checked before anything is written or printed
         device = get_device(args.device)
-        if not args.resume:
+        if args.minutes is not None:
+            _check_minutes(args, given, world)  # exits naming the options --minutes chooses itself
+        if not args.resume:  # with --minutes, the plan replaces config and cfg once the data is loaded
             settings = {**TRAIN_DEFAULTS, **given}
             if settings["tokenizer"] == "char" and settings["vocab_size"] is not None:
                 raise ValueError(
@@ -114,15 +120,27 @@ def train(args: argparse.Namespace) -> None:
             tokenizer = checkpoint.tokenizer  # the run's own: a BPE tokenizer is never trained again
             del checkpoint  # train() reads it again; no need to hold two copies
         train_text, val_text = shakespeare()
-        if not args.resume and settings["tokenizer"] == "bpe":  # learned from the training plays only
+        if not args.resume and args.minutes is None and settings["tokenizer"] == "bpe":  # from the training plays
             tokenizer = BPETokenizer.train(train_text, settings["vocab_size"] or BPE_VOCAB_SIZE, GPT4_PATTERN)
         elif not args.resume:
             tokenizer = CharTokenizer.from_text(train_text + val_text)
-        if not args.resume:
-            config = replace(config, vocab_size=tokenizer.vocab_size)
         ids_dtype = id_dtype(tokenizer.vocab_size)  # uint8 for characters, int16 for BPE: 1/8 or 1/4 of int64
         train_ids = torch.tensor(tokenizer.encode(train_text), dtype=ids_dtype)
         val_ids = torch.tensor(tokenizer.encode(val_text), dtype=ids_dtype)
+        plan, deadline = None, None
+        if args.minutes is not None:  # measure this machine's pace, choose the shape, fit the steps to the time left
+            deadline = began + 60 * args.minutes - SPARE_SECONDS  # training ends then; the final save follows
+            config, cfg, plan = plan_run(
+                args.minutes,
+                tokenizer.vocab_size,
+                train_ids,
+                deadline,
+                device,
+                settings["eval_batches"],
+                settings["seed"],
+            )
+        elif not args.resume:
+            config = replace(config, vocab_size=tokenizer.vocab_size)
         if world > 1:
             local_rank = int(os.environ["LOCAL_RANK"])
             if device.type == "cuda":
@@ -133,22 +151,31 @@ def train(args: argparse.Namespace) -> None:
         model = GPT(config).to(device)
         if rank == 0:
             name = f"resuming {out} at step {step} of {cfg.max_steps}" if args.resume else settings["preset"]
+            if plan is not None:
+                print(f"--minutes {args.minutes:g}: {plan['why']}")
+                name = f"{cfg.max_steps:,} steps at {plan['seconds_per_step']:.3f} s each"
             print(f"{name}: {count_parameters(model):,} parameters, {config}")
             unit = "characters" if isinstance(tokenizer, CharTokenizer) else f"tokens (BPE, {tokenizer.vocab_size:,})"
             print(f"data: {len(train_ids):,} training and {len(val_ids):,} validation {unit}; {cfg}")
         start = time.perf_counter()
-        history = run_training(model, tokenizer, train_ids, val_ids, cfg, out=out, resume=args.resume)
+        history = run_training(
+            model, tokenizer, train_ids, val_ids, cfg, out=out, resume=args.resume, plan=plan, deadline=deadline
+        )
         if rank == 0:
             final = load_checkpoint(out)  # for sampling: its weights only, in float16, and the run's record
             record = {k: v for k, v in final.meta.items() if k not in ("format", "config", "tokenizer", "step")}
             record.pop("param_groups", None)
             save_checkpoint(weights, final.model, final.tokenizer, final.meta["step"], meta=record, dtype=torch.float16)
             last = history[-1]
-            tokens = cfg.max_steps * cfg.grad_accum * cfg.batch_size * world * config.block_size
+            tokens = last["step"] * cfg.grad_accum * cfg.batch_size * world * config.block_size
             print(
                 f"step {last['step']}: train loss {last['train']:.4f}, val loss {last['val']:.4f}; "
                 f"{tokens:,} tokens seen; this run took {time.perf_counter() - start:.0f} s; saved {out} and {weights}"
             )
+            if plan is not None:
+                wall = (time.perf_counter() - began) / 60
+                off = 100 * (wall / args.minutes - 1)
+                print(f"wall time {wall:.2f} minutes, for --minutes {args.minutes:g} ({off:+.1f}%)")
     except TrainingInterrupted as stop:
         if rank == 0:
             print(f"stopped at step {stop.step}; resume with `{_resume_command(args.out)}`", file=sys.stderr)
@@ -174,6 +201,20 @@ def train(args: argparse.Namespace) -> None:
             dist.destroy_process_group()
         if lock is not None:
             os.close(lock)  # releases the lock (the operating system does it too if the process is killed)
+
+
+def _check_minutes(args: argparse.Namespace, given: dict, world: int) -> None:
+    """Exit with one line if --minutes comes with an option it chooses itself, with --resume or under torchrun."""
+    if args.resume:
+        sys.exit("error: --minutes plans a new run; --resume continues one with its own steps (add more with --steps)")
+    chosen = [f"--{name.replace('_', '-')}" for name in PLANNED if name in given]
+    if chosen:
+        sys.exit(
+            f"error: --minutes chooses the model and how to train it, so {', '.join(chosen)} cannot be given with it; "
+            "leave them out, or give --steps instead of --minutes"
+        )
+    if world > 1:
+        sys.exit("error: --minutes plans a run of one process from its pace; under torchrun give --steps")
 
 
 def _resume_command(out: str) -> str:
@@ -406,6 +447,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--preset", help="model preset: tiny, shakespeare, gpt2 (default: shakespeare)")
     p.add_argument("--steps", type=_integer(1), help="optimizer steps (default: 3000)")
+    p.add_argument(
+        "--minutes",
+        type=POSITIVE,
+        help="train for this much wall time instead of --steps: measures this machine's pace, then chooses the "
+        "model's shape, batch, learning rate and steps for the budget from the scaling study (appendix 10)",
+    )
     p.add_argument("--batch-size", type=_integer(1), help="sequences per micro-batch and process (default: 8)")
     p.add_argument("--grad-accum", type=_integer(1), help="micro-batches per step (default: 1)")
     p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: 2e-3)")

@@ -27,9 +27,10 @@ import os
 import re
 import signal
 import threading
+import time
 import warnings
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from importlib import metadata, resources
 from pathlib import Path
 
@@ -248,14 +249,17 @@ def evaluate(model: nn.Module, batches: list) -> float:
 
 
 # %% ../notebooks/06_training.ipynb #cb48d486
-def run_meta(cfg: TrainConfig, history: list[dict], max_steps_changes: list[dict] | None = None) -> dict:
-    """What a checkpoint records about its run: the TrainConfig, the evaluations so far, the held-out plays, and
-    each change of max_steps made on resuming."""
+def run_meta(
+    cfg: TrainConfig, history: list[dict], max_steps_changes: list[dict] | None = None, plan: dict | None = None
+) -> dict:
+    """What a checkpoint records about its run: the TrainConfig, the evaluations so far, the held-out plays, each
+    change of max_steps made on resuming, and the plan that chose the run's shape for a time budget (appendix 10)."""
     return {
         "train_config": asdict(cfg),
         "history": history,
         "val_plays": list(VAL_PLAYS),
         "max_steps_changes": max_steps_changes or [],
+        "plan": plan,
     }
 
 
@@ -332,6 +336,14 @@ def _diverged(step: int, what: str, cfg: TrainConfig, out: str | Path | None, sa
     return TrainingDiverged(step, what + kept, advice)
 
 
+def _refit(cfg: TrainConfig, done: int, pace: float, each: float, deadline: float) -> TrainConfig:
+    """cfg with max_steps fitted so that the steps after `done` and the evaluations among them end by `deadline`,
+    at `pace` seconds per step and `each` seconds per evaluation."""
+    evaluations = -(-(cfg.max_steps - done) // cfg.eval_interval)  # those left, the last one included
+    steps = done + max(1, math.floor((deadline - time.perf_counter() - evaluations * each) / pace))
+    return replace(cfg, max_steps=steps, warmup_steps=min(cfg.warmup_steps, steps))
+
+
 def train(
     model: GPT,
     tokenizer: CharTokenizer | BPETokenizer,
@@ -341,8 +353,13 @@ def train(
     out: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    plan: dict | None = None,
+    deadline: float | None = None,
 ) -> list[dict]:
-    """Train `model` in place; returns the evaluations. With `out`, checkpoints there at each evaluation.
+    """Train `model` in place; returns the evaluations. With `out`, checkpoints there at each evaluation, recording
+    `plan` (how a time budget chose this run, appendix 10) if given; a resumed run keeps the one it was saved with.
+    With `deadline` (a time.perf_counter() value), max_steps is refitted as the run goes, at its own pace, so that
+    the steps left and their evaluations end by then (appendix 10).
 
     Stops with TrainingDiverged if the loss stops being a finite number (the checkpoint keeps the last good step),
     with TrainingInterrupted on Ctrl-C (after saving the step in progress). Under torchrun every process draws the
@@ -351,6 +368,8 @@ def train(
     if resume and out is None:
         raise ValueError("resume=True needs out, the checkpoint to continue")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if deadline is not None and world > 1:
+        raise ValueError("deadline needs a single process: under torchrun each would refit max_steps to its own pace")
     device, T = next(model.parameters()).device, model.config.block_size
     forward_context = autocast(device, cfg.dtype)  # checked before anything is done
     for name, ids in (("train_ids", train_ids), ("val_ids", val_ids)):
@@ -369,12 +388,14 @@ def train(
         checkpoint = load_checkpoint(out)
         changes = _check_resume(checkpoint, tokenizer, cfg)
         start, history = restore(checkpoint, model, optimizer, generator)
-        saved = start
+        saved, plan = start, checkpoint.meta.get("plan")
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     model.train()
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, disable=not progress or rank != 0)
+    bar = tqdm(initial=start, total=cfg.max_steps, disable=not progress or rank != 0)
+    began, evaluations, eval_seconds = time.perf_counter(), 0, 0.0  # for the deadline
+    step = start
     with _StopAfterStep() as stop:
-        for step in bar:
+        while step < cfg.max_steps:
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, cfg)
             for micro in range(cfg.grad_accum):
@@ -398,19 +419,30 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            evaluated = time.perf_counter()
             if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.max_steps:
                 record = {"step": step + 1, **{k: evaluate(model, b) for k, b in eval_sets.items()}}
                 if not (math.isfinite(record["train"]) and math.isfinite(record["val"])):
                     raise _diverged(step + 1, f"the evaluation gave {record}", cfg, out, saved)
                 history.append(record)
+                evaluations += 1
                 if out is not None and rank == 0:
-                    meta = run_meta(cfg, history, changes)
+                    meta = run_meta(cfg, history, changes, plan)
                     save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, meta)
                     saved = step + 1
+            eval_seconds += time.perf_counter() - evaluated
+            if deadline is not None and step + 1 < cfg.max_steps:
+                pace = (time.perf_counter() - began - eval_seconds) / (step + 1 - start)  # seconds per step
+                each = eval_seconds / evaluations if evaluations else 2 * cfg.eval_batches * pace / 3  # a guess
+                cfg = _refit(cfg, step + 1, pace, each, deadline)
+                bar.total = cfg.max_steps
             if stop.requested:  # Ctrl-C was pressed during this step
                 if out is not None and rank == 0 and saved != step + 1:
-                    meta = run_meta(cfg, history, changes)
+                    meta = run_meta(cfg, history, changes, plan)
                     save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, meta)
                     saved = step + 1
                 raise TrainingInterrupted(step + 1, out)
+            step += 1
+            bar.update()
+    bar.close()
     return history

@@ -1,0 +1,168 @@
+"""Appendix 10: `tinytorch train --minutes N` chooses the model for the budget and ends on time."""
+
+import time
+
+import pytest
+import torch
+from test_cli import assert_one_line_error, cli
+
+from tinytorch import budget, training
+from tinytorch.budget import FRONTIER, Recipe, choose_recipe, plan_run
+from tinytorch.checkpoint import load_checkpoint
+from tinytorch.config import GPTConfig, count_parameters
+from tinytorch.embeddings import CharTokenizer
+from tinytorch.gpt import GPT
+from tinytorch.training import TrainConfig
+
+TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40
+
+
+def test_the_frontier_grows_with_the_budget():
+    assert [r.minutes for r in FRONTIER] == sorted({r.minutes for r in FRONTIER})
+    sizes = [count_parameters(GPT(r.config(76))) for r in FRONTIER]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]  # more minutes, more parameters
+
+
+@pytest.mark.parametrize(
+    ("minutes", "speed", "expected"),
+    [
+        (2, 1.0, 0),  # the study's own machine and budgets
+        (FRONTIER[-1].minutes, 1.0, -1),
+        (1000, 1.0, -1),  # beyond the study: its largest
+        (0.5, 1.0, 0),  # below it: its smallest
+        (FRONTIER[1].minutes, 0.5, 0),  # a machine half as fast: the work of half the minutes
+        (FRONTIER[1].minutes / 2, 2.0, 1),  # twice as fast: twice the minutes' work
+    ],
+)
+def test_choose_recipe_picks_for_the_work_the_minutes_buy_on_this_machine(minutes, speed, expected):
+    assert choose_recipe(minutes, speed) == FRONTIER[expected]
+
+
+def fake_pace(monkeypatch, seconds):
+    """seconds_per_step answers `seconds(config)` at once, instead of timing."""
+    calls = []
+
+    def pace(config, batch_size, ids, device, probe_seconds=2.0):
+        calls.append(config)
+        return seconds(config)
+
+    monkeypatch.setattr(budget, "seconds_per_step", pace)
+    return calls
+
+
+def test_plan_run_measures_chooses_and_fits_the_steps_to_the_deadline(monkeypatch):
+    monkeypatch.setattr(budget, "STUDY_SECONDS_PER_STEP", 0.05)
+    calls = fake_pace(monkeypatch, lambda config: 0.05 if config == FRONTIER[0].config(76) else 0.2)
+    ids = torch.zeros(10_000, dtype=torch.uint8)
+    deadline = time.perf_counter() + 60 * FRONTIER[-1].minutes
+    config, cfg, plan = plan_run(FRONTIER[-1].minutes, 76, ids, deadline, torch.device("cpu"), eval_batches=3, seed=7)
+    recipe = FRONTIER[-1]
+    assert config == recipe.config(76) and len(calls) == 2  # the probe, then the chosen shape
+    evaluations = budget.EVALUATIONS * 2 * 3 * 0.2 / 3
+    assert abs(cfg.max_steps - (60 * recipe.minutes - evaluations) / 0.2) <= 2
+    assert (cfg.batch_size, cfg.lr, cfg.min_lr, cfg.eval_batches, cfg.seed) == (
+        recipe.batch_size,
+        recipe.lr,
+        recipe.min_lr,
+        3,
+        7,
+    )
+    assert -(-cfg.max_steps // cfg.eval_interval) == budget.EVALUATIONS
+    assert plan["recipe"]["n_embd"] == recipe.n_embd and plan["speed"] == pytest.approx(1.0)
+    assert f"{recipe.n_layer} blocks of width {recipe.n_embd}" in plan["why"]
+
+
+def test_a_faster_machine_gets_a_bigger_model_for_the_same_minutes(monkeypatch):
+    monkeypatch.setattr(budget, "STUDY_SECONDS_PER_STEP", 0.05)
+    ids = torch.zeros(10_000, dtype=torch.uint8)
+    chosen = {}
+    for speed in (1, 4, 16):
+        fake_pace(monkeypatch, lambda config, speed=speed: 0.05 / speed)
+        deadline = time.perf_counter() + 60 * FRONTIER[0].minutes
+        chosen[speed], _, _ = plan_run(FRONTIER[0].minutes, 76, ids, deadline, torch.device("cpu"))
+    assert chosen[1] == FRONTIER[0].config(76)
+    assert chosen[16] == choose_recipe(FRONTIER[0].minutes, 16).config(76) != chosen[1]
+
+
+def test_too_few_minutes_for_twenty_steps_is_a_value_error(monkeypatch):
+    fake_pace(monkeypatch, lambda config: 1.0)
+    with pytest.raises(ValueError, match="leave time for only 0 training steps.*give more minutes"):
+        plan_run(0.01, 76, torch.zeros(1000, dtype=torch.uint8), time.perf_counter() + 0.6, torch.device("cpu"))
+
+
+def test_seconds_per_step_times_a_few_real_steps():
+    ids = torch.randint(0, 20, (5_000,), dtype=torch.uint8)
+    pace = budget.seconds_per_step(GPTConfig(20, 16, 1, 2, 16), 2, ids, torch.device("cpu"), seconds=0.05)
+    assert 0 < pace < 1
+
+
+def test_train_with_a_deadline_refits_max_steps_to_end_by_it(tmp_path):
+    tokenizer = CharTokenizer.from_text(TEXT)
+    ids = torch.tensor(tokenizer.encode(TEXT), dtype=torch.uint8)
+    model = GPT(GPTConfig(tokenizer.vocab_size, 16, 1, 2, 16))
+    cfg = TrainConfig(max_steps=10**5, batch_size=2, warmup_steps=5, eval_interval=10**5, eval_batches=1)
+    began = time.perf_counter()
+    history = training.train(model, tokenizer, ids, ids, cfg, out=tmp_path / "c.safetensors", deadline=began + 0.5)
+    steps = history[-1]["step"]
+    assert 10 < steps < 10**5  # it stopped on time rather than at the first max_steps (one evaluation, the last)
+    saved = load_checkpoint(tmp_path / "c.safetensors").meta
+    assert saved["train_config"]["max_steps"] == steps == saved["step"]  # resumable as it ended
+
+
+def test_deadline_needs_one_process(monkeypatch):
+    monkeypatch.setattr(training.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(training.dist, "get_rank", lambda: 0)
+    monkeypatch.setattr(training.dist, "get_world_size", lambda: 2)
+    tokenizer = CharTokenizer.from_text(TEXT)
+    ids = torch.tensor(tokenizer.encode(TEXT), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="deadline needs a single process"):
+        training.train(
+            GPT(GPTConfig(tokenizer.vocab_size, 16, 1, 2, 16)), tokenizer, ids, ids, TrainConfig(), deadline=1.0
+        )
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--steps", "10"], "--steps cannot be given with it"),
+        (["--preset", "tiny", "--lr", "1e-3"], "--preset, --lr cannot be given with it"),
+        (["--tokenizer", "bpe"], "--tokenizer cannot be given with it"),
+        (["--resume"], "--minutes plans a new run"),
+    ],
+)
+def test_minutes_refuses_the_options_it_chooses_itself(tmp_path, capsys, options, fragment):
+    out = tmp_path / "run"
+    assert_one_line_error(*cli(capsys, "train", "--out", out, "--minutes", "1", *options), fragment)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "two"])
+def test_minutes_must_be_a_positive_number(tmp_path, capsys, value):
+    assert_one_line_error(*cli(capsys, "train", "--out", tmp_path / "run", "--minutes", value), "--minutes")
+
+
+def test_train_minutes_prints_the_choice_stores_the_plan_and_ends_on_time(tmp_path, capsys, monkeypatch):
+    small = Recipe(0.1, n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=2, lr=3e-3, min_lr=3e-4, warmup=5)
+    monkeypatch.setattr(budget, "FRONTIER", (small, Recipe(1.0, 2, 2, 32, 32, 4, 2e-3, 2e-4, 10)))
+    monkeypatch.setattr(budget, "STUDY_SECONDS_PER_STEP", 1.0)  # this machine: far faster than that
+    monkeypatch.setattr(budget, "PROBE_SECONDS", 0.2)
+    timed = budget.seconds_per_step  # made to plan too few steps: train's deadline must make up for it
+    monkeypatch.setattr(budget, "seconds_per_step", lambda *args: 3 * timed(*args))
+    began = time.perf_counter()
+    code, out, err = cli(capsys, "train", "--out", tmp_path, "--minutes", "0.15", "--eval-batches", "1")
+    wall = time.perf_counter() - began
+    assert code == 0, err
+    assert (
+        "--minutes 0.15: 0.15 minutes here are" in out
+        and "2 blocks of width 32" in out
+        and "wall time" in out
+        and "for --minutes 0.15" in out
+    )
+    assert 0.8 * 0.15 * 60 < wall < 1.5 * 0.15 * 60  # on time, give or take a loaded machine (the 5%: README)
+    meta = load_checkpoint(tmp_path / "model.safetensors").meta
+    assert meta["plan"]["recipe"]["n_embd"] == 32 and meta["plan"]["minutes"] == 0.15
+    assert meta["train_config"]["max_steps"] == meta["step"]
+    code, out, err = cli(capsys, "train", "--resume", "--out", tmp_path, "--steps", meta["step"] + 3)
+    assert code == 0, err  # a budgeted run resumes like any other, for more steps, and keeps its plan
+    resumed = load_checkpoint(tmp_path / "model.safetensors").meta
+    assert resumed["step"] == meta["step"] + 3 and resumed["plan"] == meta["plan"]
