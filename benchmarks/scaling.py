@@ -8,7 +8,6 @@ of training minutes on this machine, one run at a time. Each finished run is app
 import argparse
 import json
 import os
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +20,11 @@ RESULTS = ROOT / "benchmarks" / "scaling.jsonl"
 
 def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
     """Train spec's shape for spec["minutes"] of training time (evaluations not counted); the final evaluation."""
+    from run import timed_train
+
     from tinytorch import GPT, GPTConfig, count_parameters
     from tinytorch.budget import seconds_per_step
     from tinytorch.training import TrainConfig
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from run import timed_train
 
     config = GPTConfig(
         vocab_size=tokenizer.vocab_size,
@@ -93,7 +91,6 @@ def shape(run: dict) -> str:
 
 def report() -> None:
     """scaling.md and scaling.png from scaling.jsonl: every run, the frontier, the goals and nanoGPT's numbers."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     from run import machine, pyplot
 
     runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]

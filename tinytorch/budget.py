@@ -42,7 +42,13 @@ class Recipe:
 
     def config(self, vocab_size: int) -> GPTConfig:
         """This recipe's model shape for a vocabulary."""
-        return GPTConfig(vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd)
+        return GPTConfig(
+            vocab_size=vocab_size,
+            block_size=self.block_size,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            n_embd=self.n_embd,
+        )
 
 
 FRONTIER = (  # the study's best recipe for each budget (benchmarks/scaling.md)
@@ -105,7 +111,7 @@ def plan_run(
     eval_batches: int = 20,
     seed: int = 1337,
 ) -> tuple[GPTConfig, TrainConfig, dict]:
-    """The model and training that fit `minutes` on this machine and end by `deadline` (a time.perf_counter()):
+    """The model and training that fit `minutes` where this runs and end by `deadline` (a time.perf_counter()):
     measure the pace, choose the frontier's recipe for it, fit the steps to the time left. Returns the model's
     config, the TrainConfig and the plan (what was measured and chosen, and why) to store in the checkpoint."""
     probe = FRONTIER[0]
@@ -121,7 +127,7 @@ def plan_run(
     steps = math.floor((deadline - time.perf_counter() - EVALUATIONS * eval_seconds) / pace)
     if steps < 20:
         raise ValueError(
-            f"{minutes:g} minutes leave time for only {max(steps, 0)} training steps on this machine "
+            f"{minutes:g} minutes leave time for only {max(steps, 0)} training steps here "
             f"({pace:.2f} s each); give more minutes"
         )
     cfg = TrainConfig(
