@@ -5,12 +5,13 @@ more training time buys.
     python benchmarks/run.py speed              # about 4 minutes: writes benchmarks/speed.md and speed.png
     python benchmarks/run.py quality --minutes 2 10 30   # about 50 minutes: quality.md and quality.png
     python benchmarks/run.py tokens --minutes 10 30      # characters vs BPE at equal time: tokens.md and .png
+    python benchmarks/run.py tokens --minutes 30 --tokenizers 320 1024   # some of them
 
 Speed: contenders are interleaved round by round so that both see the same machine state; each number
 is the median over rounds. Targets: training >= 1.2x transformers; cached generation >= 1.5x
 transformers `generate`; cached >= 10x uncached at 1000 new tokens; `complete` of 300 characters while
 another process keeps every core busy <= 1.5x quiet; the course re-executes in <= 3 min.
-Quality: the shipped model's recipe trained from scratch for each time budget, its learning-rate
+Quality: the shakespeare preset's recipe trained from scratch for each time budget, its learning-rate
 schedule fitted to the budget, validation loss against training time (evaluations not counted).
 """
 
@@ -33,6 +34,11 @@ from tinytorch.training import TrainConfig, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 7
+# The shakespeare preset's recipe (the model shipped until appendix 10's 30-minute model replaced it): quality and
+# tokens train the preset with it, for budgets of minutes instead of its 5,000 steps.
+PRESET_RECIPE = dict(
+    batch_size=8, grad_accum=1, lr=2e-3, min_lr=2e-4, weight_decay=0.1, grad_clip=1.0, eval_batches=20, seed=1337
+)
 
 
 def hf_model(config: GPTConfig):
@@ -331,26 +337,22 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | Non
 
 
 def quality(budgets: list[float]) -> None:
-    """Item 5: validation loss of the shipped recipe after each training-time budget; quality.md and .png."""
-    from tinytorch.checkpoint import load_checkpoint
+    """Item 5: validation loss of the preset's recipe after each training-time budget; quality.md and .png."""
     from tinytorch.embeddings import CharTokenizer
-    from tinytorch.generation import PRETRAINED
     from tinytorch.training import shakespeare
 
-    shipped = load_checkpoint(PRETRAINED).meta["train_config"]
+    preset = PRESET_RECIPE
     train_text, val_text = shakespeare()
     tokenizer = CharTokenizer.from_text(train_text + val_text)
     train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
     val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
     config = GPTConfig.from_preset("shakespeare")
 
-    def recipe(steps: int, evaluations: int) -> TrainConfig:  # the shipped model's, for another number of steps
+    def recipe(steps: int, evaluations: int) -> TrainConfig:  # the preset's, for a number of steps
         interval = max(1, steps // evaluations)
-        return TrainConfig(
-            **{**shipped, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval}
-        )
+        return TrainConfig(**{**preset, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval})
 
-    torch.manual_seed(shipped["seed"])
+    torch.manual_seed(preset["seed"])
     calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(50, 1))
     minutes_per_step = calibration[-1]["minutes"] / 50  # then updated to the pace of each run
     parameters = count_parameters(GPT(config))
@@ -359,10 +361,10 @@ def quality(budgets: list[float]) -> None:
         f"{' '.join(f'{m:g}' for m in budgets)}`.",
         "",
         f"The shakespeare preset ({parameters / 1e6:.2f}M parameters) trained from scratch "
-        f"with the shipped model's recipe "
-        f"(batch {shipped['batch_size']}x{config.block_size}, lr {shipped['lr']:g}, cosine to {shipped['min_lr']:g}), "
+        f"with its recipe "
+        f"(batch {preset['batch_size']}x{config.block_size}, lr {preset['lr']:g}, cosine to {preset['min_lr']:g}), "
         f"its number of steps fitted to each budget at the pace measured just before. "
-        f"Validation: {shipped['eval_batches']} fixed batches of the four held-out plays. "
+        f"Validation: {preset['eval_batches']} fixed batches of the four held-out plays. "
         f"Training time excludes the evaluations.",
         "",
         "| budget | steps | characters seen | training time | train loss | val loss | val bits/char | val perplexity |",
@@ -371,12 +373,12 @@ def quality(budgets: list[float]) -> None:
     runs = {}
     for budget in budgets:
         steps = max(1, round(budget / minutes_per_step))
-        torch.manual_seed(shipped["seed"])
+        torch.manual_seed(preset["seed"])
         history = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(steps, 12))
         runs[budget] = history
         last = history[-1]
         minutes_per_step = last["minutes"] / steps
-        seen = steps * shipped["batch_size"] * config.block_size
+        seen = steps * preset["batch_size"] * config.block_size
         lines.append(
             f"| {budget:g} min | {steps:,} | {seen / 1e6:.2f}M | {last['minutes']:.1f} min | {last['train']:.3f} "
             f"| {last['val']:.3f} | {last['val'] / math.log(2):.2f} | {math.exp(last['val']):.2f} |"
@@ -386,27 +388,28 @@ def quality(budgets: list[float]) -> None:
     plot_quality(runs)
 
 
-def tokens(budgets: list[float], vocab_sizes: tuple[int, ...] = (320, 512, 1024)) -> None:
+def tokens(budgets: list[float], contenders: list[str]) -> None:
     """Characters against subwords at equal compute: each tokenizer's model trained for the same training time,
     compared in bits per character of the held-out plays; tokens.md and tokens.png."""
     from tinytorch.bpe import BPETokenizer
-    from tinytorch.checkpoint import load_checkpoint
     from tinytorch.embeddings import CharTokenizer
-    from tinytorch.generation import PRETRAINED
     from tinytorch.training import id_dtype, shakespeare
 
-    shipped = load_checkpoint(PRETRAINED).meta["train_config"]
+    preset = PRESET_RECIPE
     train_text, val_text = shakespeare()
-    tokenizers = {"characters": CharTokenizer.from_text(train_text + val_text)}
-    for size in vocab_sizes:  # learned from the training plays only, as `tinytorch train --tokenizer bpe` does
-        tokenizers[f"BPE {size:,}"] = BPETokenizer.train(train_text, size)
+    tokenizers = {}
+    for contender in contenders:  # BPE learned from the training plays only, as `tinytorch train --tokenizer bpe` does
+        if contender == "chars":
+            tokenizers["characters"] = CharTokenizer.from_text(train_text + val_text)
+        else:
+            tokenizers[f"BPE {int(contender):,}"] = BPETokenizer.train(train_text, int(contender))
     shape = GPTConfig.from_preset("shakespeare")
     lines = [
         f"Machine: {machine()}. Command: `python benchmarks/run.py tokens --minutes "
-        f"{' '.join(f'{m:g}' for m in budgets)}`.",
+        f"{' '.join(f'{m:g}' for m in budgets)} --tokenizers {' '.join(contenders)}`.",
         "",
         f"One model shape (the shakespeare preset: {shape.n_layer} blocks, width {shape.n_embd}, context "
-        f"{shape.block_size} tokens) with each tokenizer's vocabulary, trained with the shipped model's recipe for "
+        f"{shape.block_size} tokens) with each tokenizer's vocabulary, trained with the preset's recipe for "
         "the same training time (steps fitted to the budget at each model's own pace, measured just before; "
         "evaluations not counted). Loss per token on 20 fixed batches of the held-out plays, converted to bits per "
         "character with the held-out plays' characters per token (the BPE tokenizers learned from the training "
@@ -426,19 +429,19 @@ def tokens(budgets: list[float], vocab_sizes: tuple[int, ...] = (320, 512, 1024)
 
             def recipe(steps: int, evaluations: int) -> TrainConfig:
                 interval = max(1, steps // evaluations)
-                settings = {**shipped, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval}
+                settings = {**preset, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval}
                 return TrainConfig(**settings)
 
-            torch.manual_seed(shipped["seed"])
+            torch.manual_seed(preset["seed"])
             calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(30, 1))
             steps = max(1, round(budget / (calibration[-1]["minutes"] / 30)))
-            torch.manual_seed(shipped["seed"])
+            torch.manual_seed(preset["seed"])
             history = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(steps, 8))
             for record in history:
                 record["bits per character"] = record["val"] / math.log(2) / chars_per_token
             runs[(budget, name)] = history
             last = history[-1]
-            seen = steps * shipped["batch_size"] * config.block_size * chars_per_token
+            seen = steps * preset["batch_size"] * config.block_size * chars_per_token
             lines.append(
                 f"| {budget:g} min | {name} | {tokenizer.vocab_size:,} | {chars_per_token:.2f} | {steps:,} "
                 f"| {seen / 1e6:.2f}M | {last['val']:.3f} | **{last['bits per character']:.3f}** |"
@@ -500,15 +503,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sections", nargs="*", choices=["speed", "quality", "tokens"], default=["speed", "quality"])
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 10, 30], help="training budgets")
+    parser.add_argument(
+        "--tokenizers", nargs="+", default=["chars", "320", "512", "1024"], help="tokens: chars or BPE vocabulary sizes"
+    )
     args = parser.parse_args()
     if any(m <= 0 for m in args.minutes):
         parser.error(f"--minutes takes training budgets in minutes > 0, got {args.minutes}; e.g. --minutes 2 10 30")
+    bad = [t for t in args.tokenizers if t != "chars" and not (t.isdigit() and int(t) > 256)]
+    if bad:
+        parser.error(f"--tokenizers takes chars or BPE vocabulary sizes above 256, got {bad}; e.g. chars 320 1024")
     if "speed" in args.sections:
         speed()
     if "quality" in args.sections:
         quality(args.minutes)
     if "tokens" in args.sections:
-        tokens(args.minutes)
+        tokens(args.minutes, args.tokenizers)
 
 
 if __name__ == "__main__":
