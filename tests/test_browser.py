@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tinytorch.checkpoint import load_checkpoint
+from tinytorch.generation import PRETRAINED
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "08_attention_explorer.ipynb"
 CHROMIUM = shutil.which("chromium")
@@ -167,15 +170,16 @@ def test_explorer_and_playground_in_a_real_browser(lab, tmp_path):
             speech = (
                 "ROMEO:\nBut soft, what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
             )
-            for length in (48, 256, 1000):
+            block = load_checkpoint(PRETRAINED).model.config.block_size  # the most the trained explorer shows
+            for length in (48, block, 1000):
                 text = (speech * 12)[:length]
                 changes(page, view, lambda t=text: fill_and_leave(trained.locator("textarea"), t), f"{length} chars")
                 shown = view.locator(".tt-char").count()
-                assert shown == min(length, 256), f"{length} characters: {shown} shown"
+                assert shown == min(length, block), f"{length} characters: {shown} shown"
                 smallest = smallest_label_pt(view)
                 assert smallest >= 9, f"at {length} characters a label is {smallest:.1f} pt, under 9 pt"
                 if length == 1000:
-                    assert trained.get_by_text("showing the last 256 characters").count() == 1
+                    assert trained.get_by_text(f"showing the last {block} characters").count() == 1
                     trained.screenshot(path=str(shots / "explorer-1000-characters.png"))
 
             # the playground: every control changes the chart; a sample appends a character
