@@ -41,6 +41,14 @@ PRESET_RECIPE = dict(
 )
 
 
+def preset_recipe(steps: int, evaluations: int) -> TrainConfig:
+    """The preset's recipe for `steps` steps, evaluated `evaluations` times."""
+    interval = max(1, steps // evaluations)
+    return TrainConfig(
+        **{**PRESET_RECIPE, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval}
+    )
+
+
 def hf_model(config: GPTConfig):
     """A transformers GPT-2 with the same shape, random weights, no dropout."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -348,12 +356,8 @@ def quality(budgets: list[float]) -> None:
     val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
     config = GPTConfig.from_preset("shakespeare")
 
-    def recipe(steps: int, evaluations: int) -> TrainConfig:  # the preset's, for a number of steps
-        interval = max(1, steps // evaluations)
-        return TrainConfig(**{**preset, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval})
-
     torch.manual_seed(preset["seed"])
-    calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(50, 1))
+    calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, preset_recipe(50, 1))
     minutes_per_step = calibration[-1]["minutes"] / 50  # then updated to the pace of each run
     parameters = count_parameters(GPT(config))
     lines = [
@@ -374,7 +378,7 @@ def quality(budgets: list[float]) -> None:
     for budget in budgets:
         steps = max(1, round(budget / minutes_per_step))
         torch.manual_seed(preset["seed"])
-        history = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(steps, 12))
+        history = timed_train(GPT(config), tokenizer, train_ids, val_ids, preset_recipe(steps, 12))
         runs[budget] = history
         last = history[-1]
         minutes_per_step = last["minutes"] / steps
@@ -427,16 +431,11 @@ def tokens(budgets: list[float], contenders: list[str]) -> None:
             chars_per_token = len(val_text) / len(val_ids)
             config = GPTConfig(**{**shape.to_dict(), "vocab_size": tokenizer.vocab_size})
 
-            def recipe(steps: int, evaluations: int) -> TrainConfig:
-                interval = max(1, steps // evaluations)
-                settings = {**preset, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval}
-                return TrainConfig(**settings)
-
             torch.manual_seed(preset["seed"])
-            calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(30, 1))
+            calibration = timed_train(GPT(config), tokenizer, train_ids, val_ids, preset_recipe(30, 1))
             steps = max(1, round(budget / (calibration[-1]["minutes"] / 30)))
             torch.manual_seed(preset["seed"])
-            history = timed_train(GPT(config), tokenizer, train_ids, val_ids, recipe(steps, 8))
+            history = timed_train(GPT(config), tokenizer, train_ids, val_ids, preset_recipe(steps, 8))
             for record in history:
                 record["bits per character"] = record["val"] / math.log(2) / chars_per_token
             runs[(budget, name)] = history
