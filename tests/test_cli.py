@@ -297,6 +297,19 @@ def test_a_bpe_run_then_complete_any_unicode_prompt_then_resume_with_its_tokeniz
     assert checkpoint.meta["step"] == 4 and checkpoint.meta["tokenizer"] == meta["tokenizer"]
 
 
+def test_complete_with_the_shipped_subword_model_reads_any_unicode_prompt(tmp_path, capsys):
+    from tinytorch.__main__ import SHIPPED_MODEL_NAMES
+    from tinytorch.generation import SHIPPED_MODELS
+
+    assert SHIPPED_MODEL_NAMES == tuple(SHIPPED_MODELS)  # the command's choices are the package's models
+    text = run("complete", "café", "--model", "shakespeare-bpe", "--max-new-tokens", "5", "--seed", "1").stdout
+    assert text.startswith("café") and len(text) > len("café\n")
+    code, out, err = cli(capsys, "complete", "café", "--model", "shakespeare-bpe", "--checkpoint", tmp_path / "x")
+    assert code == 2 and out == "" and "not allowed with argument --model" in err and "Traceback" not in err
+    code, out, err = cli(capsys, "complete", "café", "--model", "bpe")
+    assert code == 2 and "invalid choice: 'bpe' (choose from" in err and "shakespeare-bpe" in err
+
+
 def test_a_bfloat16_run_records_its_dtype_and_resumes_with_it(tmp_path, capsys):
     code, out, err = cli(capsys, "train", "--out", tmp_path, *SMALL_RUN, "--steps", "2", "--dtype", "bfloat16")
     assert code == 0, err

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tinytorch import generation
 from tinytorch.config import GPTConfig
 from tinytorch.generation import (
+    SHIPPED_MODELS,
     KVCache,
     apply_repetition_penalty,
     complete,
@@ -199,6 +200,23 @@ def test_streamed_text_equals_the_completion():
     pieces = list(stream_text(model, tokenizer, "To be, or not", 30, seed=3))
     assert pieces[0] == "To be, or not" and len(pieces) == 31
     assert "".join(pieces) == complete("To be, or not", max_new_tokens=30, seed=3)
+
+
+def test_the_shipped_subword_model_completes_any_unicode_prompt():
+    model, tokenizer = load_pretrained("shakespeare-bpe")
+    assert type(tokenizer).__name__ == "BPETokenizer" and model.config.vocab_size == tokenizer.vocab_size == 1024
+    text = complete("Roméo, 東京 🙂:", max_new_tokens=20, seed=1, model="shakespeare-bpe")
+    assert text.startswith("Roméo, 東京 🙂:") and len(text) > len("Roméo, 東京 🙂:") + 20
+    assert text == complete("Roméo, 東京 🙂:", max_new_tokens=20, seed=1, model=SHIPPED_MODELS["shakespeare-bpe"])
+
+
+def test_load_pretrained_names_the_shipped_models_when_it_finds_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*shakespeare, shakespeare-bpe"):
+        load_pretrained("shakespeare-gpt")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        complete("ROMEO:", model=tmp_path / "none.safetensors")
+    with pytest.raises(TypeError, match="name_or_path must be a str or Path, got int"):
+        load_pretrained(1)
 
 
 def test_unknown_characters_in_the_prompt_are_named():

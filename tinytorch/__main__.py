@@ -54,6 +54,7 @@ RESUMED_FIELDS = dict(  # option -> the TrainConfig field it sets
     dtype="dtype",
 )
 BPE_VOCAB_SIZE = 1024  # --vocab-size when --tokenizer bpe is given without it
+SHIPPED_MODEL_NAMES = ("shakespeare", "shakespeare-bpe")  # tinytorch.generation.SHIPPED_MODELS, without importing torch
 PLANNED = ("preset", "steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup", "eval_interval", "tokenizer")
 PLANNED += ("vocab_size", "dtype")  # the options --minutes chooses itself, or that its study did not vary
 
@@ -309,7 +310,7 @@ def complete(args: argparse.Namespace) -> None:
     from tinytorch.generation import load_pretrained, stream_text
 
     try:
-        model, tokenizer = load_pretrained(args.checkpoint, get_device(args.device))
+        model, tokenizer = load_pretrained(args.checkpoint or args.model, get_device(args.device))
         pieces = stream_text(
             model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed
         )
@@ -489,19 +490,19 @@ def main(argv: list[str] | None = None) -> None:
     p = commands.add_parser(
         "complete",
         help="complete a phrase in Shakespeare's voice",
-        description="Complete a phrase with the Shakespeare model that ships with tinytorch (or --checkpoint), "
+        description="Complete a phrase with a Shakespeare model that ships with tinytorch (or --checkpoint), "
         "streaming characters as they are sampled. Example: tinytorch complete 'ROMEO:' --seed 1",
     )
     p.add_argument(
         "prompt",
-        help='the start of the text, e.g. "ROMEO:" (the shipped model knows the characters of Shakespeare\'s '
-        "plays; a model trained with --tokenizer bpe reads any text)",
+        help='the start of the text, e.g. "ROMEO:" (shakespeare knows only the characters of Shakespeare\'s '
+        "plays; shakespeare-bpe and any model trained with --tokenizer bpe read any text)",
     )
     p.add_argument(
         "--max-new-tokens",
         type=_integer(0),
         default=300,
-        help="tokens to add: characters for the shipped model (default: 300)",
+        help="tokens to add: characters for shakespeare, subwords for shakespeare-bpe (default: 300)",
     )
     p.add_argument(
         "--temperature",
@@ -517,9 +518,15 @@ def main(argv: list[str] | None = None) -> None:
         help="sample only from the most likely tokens adding up to p",
     )
     p.add_argument("--seed", type=SEED, default=None, help="random seed, for a repeatable completion")
-    p.add_argument(
-        "--checkpoint", default=None, help="a checkpoint from `tinytorch train` (default: the shipped model)"
+    chosen = p.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--model",
+        choices=SHIPPED_MODEL_NAMES,
+        default="shakespeare",
+        help="a shipped model: shakespeare (characters) or shakespeare-bpe (subwords, reads any text) "
+        "(default: shakespeare)",
     )
+    chosen.add_argument("--checkpoint", default=None, help="a checkpoint from `tinytorch train` instead")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
     p.add_argument("--no-stream", action="store_true", help="print the whole text at the end instead of streaming")
     p.set_defaults(run=complete)

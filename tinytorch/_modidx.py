@@ -118,6 +118,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'tinytorch.generation._cpu_ticks': ('generation.html#_cpu_ticks', 'tinytorch/generation.py'),
                                       'tinytorch.generation.apply_repetition_penalty': ( 'generation.html#apply_repetition_penalty',
                                                                                          'tinytorch/generation.py'),
+                                      'tinytorch.generation.checkpoint_path': ( 'generation.html#checkpoint_path',
+                                                                                'tinytorch/generation.py'),
                                       'tinytorch.generation.complete': ('generation.html#complete', 'tinytorch/generation.py'),
                                       'tinytorch.generation.decoding_threads': ( 'generation.html#decoding_threads',
                                                                                  'tinytorch/generation.py'),

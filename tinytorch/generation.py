@@ -3,7 +3,9 @@
 # %% auto #0
 __all__ = [
     "PRETRAINED",
+    "SHIPPED_MODELS",
     "ONE_THREAD_BELOW",
+    "checkpoint_path",
     "load_pretrained",
     "top_k_filter",
     "top_p_filter",
@@ -37,14 +39,28 @@ from .gpt import GPT
 
 # %% ../notebooks/07_generation.ipynb #3392605d
 PRETRAINED = Path(str(resources.files("tinytorch"))) / "checkpoints" / "shakespeare.safetensors"
+SHIPPED_MODELS = {"shakespeare": PRETRAINED, "shakespeare-bpe": PRETRAINED.with_name("shakespeare_bpe.safetensors")}
 
 
 # %% ../notebooks/07_generation.ipynb #93808336
+def checkpoint_path(name_or_path: str | Path) -> Path:
+    """The file of a shipped model (a name in SHIPPED_MODELS) or the checkpoint file given."""
+    if not isinstance(name_or_path, str | Path):
+        raise TypeError(f"name_or_path must be a str or Path, got {type(name_or_path).__name__}")
+    path = SHIPPED_MODELS.get(str(name_or_path), Path(name_or_path))
+    if not path.is_file():
+        shipped = ", ".join(SHIPPED_MODELS)
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; name a shipped model ({shipped}) or a file from tinytorch train"
+        )
+    return path
+
+
 def load_pretrained(
-    path: str | Path | None = None, device: str | torch.device = "cpu"
+    name_or_path: str | Path = "shakespeare", device: str | torch.device = "cpu"
 ) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    """(model, tokenizer) from a checkpoint: by default the Shakespeare model shipped with tinytorch."""
-    checkpoint = load_checkpoint(PRETRAINED if path is None else path, device)
+    """(model, tokenizer) of a shipped model (a name in SHIPPED_MODELS) or of a checkpoint file."""
+    checkpoint = load_checkpoint(checkpoint_path(name_or_path), device)
     return checkpoint.model.eval(), checkpoint.tokenizer
 
 
@@ -315,7 +331,7 @@ def stream_text(
 
 # %% ../notebooks/07_generation.ipynb #6467ae3d
 @functools.lru_cache(maxsize=2)
-def _cached_pretrained(path: str | None) -> tuple[GPT, CharTokenizer | BPETokenizer]:
+def _cached_pretrained(path: Path) -> tuple[GPT, CharTokenizer | BPETokenizer]:
     return load_pretrained(path)
 
 
@@ -326,8 +342,8 @@ def complete(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int | None = None,
-    checkpoint: str | Path | None = None,
+    model: str | Path = "shakespeare",
 ) -> str:
-    """The prompt followed by the model's continuation, as text (the shipped model unless `checkpoint`)."""
-    model, tokenizer = _cached_pretrained(None if checkpoint is None else str(checkpoint))
-    return "".join(stream_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed))
+    """The prompt followed by the continuation of `model` (a shipped model's name or a checkpoint file), as text."""
+    gpt, tokenizer = _cached_pretrained(checkpoint_path(model))
+    return "".join(stream_text(gpt, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed))
