@@ -163,6 +163,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'tinytorch.training.autocast': ('training.html#autocast', 'tinytorch/training.py'),
                                     'tinytorch.training.convert_play': ('training.html#convert_play', 'tinytorch/training.py'),
                                     'tinytorch.training.evaluate': ('training.html#evaluate', 'tinytorch/training.py'),
+                                    'tinytorch.training.evaluation_seconds': ('training.html#evaluation_seconds', 'tinytorch/training.py'),
                                     'tinytorch.training.fixed_batches': ('training.html#fixed_batches', 'tinytorch/training.py'),
                                     'tinytorch.training.get_batch': ('training.html#get_batch', 'tinytorch/training.py'),
                                     'tinytorch.training.get_lr': ('training.html#get_lr', 'tinytorch/training.py'),

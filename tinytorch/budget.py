@@ -22,7 +22,7 @@ import torch
 
 from .config import GPTConfig
 from .gpt import GPT, next_token_loss
-from .training import TrainConfig, get_batch, make_optimizer
+from .training import TrainConfig, evaluation_seconds, get_batch, make_optimizer
 
 
 # %% ../notebooks/10_budget.ipynb #63875a26
@@ -123,7 +123,7 @@ def plan_run(
         pace = probe_pace
     else:
         pace = seconds_per_step(config, recipe.batch_size, train_ids, device, PROBE_SECONDS)
-    eval_seconds = 2 * eval_batches * pace / 3  # train and val batches, forward only: about a third of a step each
+    eval_seconds = evaluation_seconds(eval_batches, pace)  # chapter 06: forward only, about a third of a step each
     steps = math.floor((deadline - time.perf_counter() - EVALUATIONS * eval_seconds) / pace)
     if steps < 20:
         raise ValueError(

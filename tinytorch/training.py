@@ -18,6 +18,7 @@ __all__ = [
     "run_meta",
     "TrainingDiverged",
     "TrainingInterrupted",
+    "evaluation_seconds",
     "train",
 ]
 
@@ -336,6 +337,12 @@ def _diverged(step: int, what: str, cfg: TrainConfig, out: str | Path | None, sa
     return TrainingDiverged(step, what + kept, advice)
 
 
+def evaluation_seconds(eval_batches: int, pace: float) -> float:
+    """A guess at one evaluation's seconds before any is timed, at `pace` seconds per training step: train and val
+    batches, forward only, about a third of a step each."""
+    return 2 * eval_batches * pace / 3
+
+
 def _refit(cfg: TrainConfig, done: int, pace: float, each: float, deadline: float) -> TrainConfig:
     """cfg with max_steps fitted so that the steps after `done` and the evaluations among them end by `deadline`,
     at `pace` seconds per step and `each` seconds per evaluation."""
@@ -433,7 +440,7 @@ def train(
             eval_seconds += time.perf_counter() - evaluated
             if deadline is not None and step + 1 < cfg.max_steps:
                 pace = (time.perf_counter() - began - eval_seconds) / (step + 1 - start)  # seconds per step
-                each = eval_seconds / evaluations if evaluations else 2 * cfg.eval_batches * pace / 3  # a guess
+                each = eval_seconds / evaluations if evaluations else evaluation_seconds(cfg.eval_batches, pace)
                 cfg = _refit(cfg, step + 1, pace, each, deadline)
                 bar.total = cfg.max_steps
             if stop.requested:  # Ctrl-C was pressed during this step
