@@ -306,6 +306,10 @@ def test_complete_with_the_shipped_subword_model_reads_any_unicode_prompt(tmp_pa
     assert text.startswith("café") and len(text) > len("café\n")
     code, out, err = cli(capsys, "complete", "café", "--model", "shakespeare-bpe", "--checkpoint", tmp_path / "x")
     assert code == 2 and out == "" and "not allowed with argument --model" in err and "Traceback" not in err
+    code, out, err = cli(capsys, "complete", "café", "--max-new-tokens", "5")  # the character model cannot read é
+    assert_one_line_error(
+        code, out, err, "character 'é' at position 3", "--model shakespeare-bpe, which reads any text"
+    )
     code, out, err = cli(capsys, "complete", "café", "--model", "bpe")
     assert code == 2 and "invalid choice: 'bpe' (choose from" in err and "shakespeare-bpe" in err
 

@@ -305,7 +305,7 @@ def _resumed_settings(checkpoint, given: dict):
 
 
 def complete(args: argparse.Namespace) -> None:
-    """Complete a phrase with the shipped Shakespeare model (or --checkpoint), printing as it goes."""
+    """Complete a phrase with a shipped Shakespeare model (--model) or --checkpoint, printing as it goes."""
     from tinytorch.config import get_device
     from tinytorch.generation import load_pretrained, stream_text
 
@@ -321,7 +321,9 @@ def complete(args: argparse.Namespace) -> None:
                 print(piece, end="", flush=True)
             print()
     except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+        unknown = "not in the tokenizer's vocabulary" in str(error) and args.checkpoint is None
+        hint = "; or use --model shakespeare-bpe, which reads any text" if unknown else ""
+        sys.exit(f"error: {error}{hint}")
     except BrokenPipeError:  # the reader went away, e.g. `tinytorch complete ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
 
