@@ -6,6 +6,7 @@ more training time buys.
     python benchmarks/run.py quality --minutes 2 10 30   # about 50 minutes: quality.md and quality.png
     python benchmarks/run.py tokens --minutes 10 30      # characters vs BPE at equal time: tokens.md and .png
     python benchmarks/run.py tokens --minutes 30 --tokenizers 320 1024   # some of them
+    python benchmarks/run.py minutes --minutes 2         # `tinytorch train --minutes 2` ends on time: minutes.md
 
 Speed: contenders are interleaved round by round so that both see the same machine state; each number
 is the median over rounds. Targets: training >= 1.2x transformers; cached generation >= 1.5x
@@ -492,6 +493,32 @@ def pyplot():
     return plt
 
 
+def minutes(budgets: list[float]) -> None:
+    """`tinytorch train --minutes N` from the shell: its wall time against N (the goal: within 5%), its validation loss.
+    The test command checks the planning with a clock that ticks, whatever the machine's speed; this is the real run."""
+    import re
+    import tempfile
+
+    lines = [
+        "# `tinytorch train --minutes N` against its budget",
+        "",
+        f"Machine: {machine()}. Command: `python benchmarks/run.py minutes --minutes {' '.join(map(str, budgets))}`.",
+        "",
+        "| --minutes | wall time (min, Python's start included) | wall / budget | steps | val loss |",
+        "|---|---|---|---|---|",
+    ]
+    for budget in budgets:
+        with tempfile.TemporaryDirectory() as out:
+            start = time.perf_counter()
+            command = [sys.executable, "-m", "tinytorch", "train", "--minutes", f"{budget:g}", "--out", out]
+            printed = subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+            wall = (time.perf_counter() - start) / 60
+        step, val = re.search(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", printed).groups()
+        lines.append(f"| {budget:g} | {wall:.2f} | {wall / budget:.3f}x | {int(step):,} | {float(val):.3f} |")
+        print(lines[-1], flush=True)
+    write_section("minutes", lines)
+
+
 def write_section(name: str, lines: list[str]) -> None:
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / f"{name}.md").write_text(text)
@@ -500,7 +527,9 @@ def write_section(name: str, lines: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sections", nargs="*", choices=["speed", "quality", "tokens"], default=["speed", "quality"])
+    parser.add_argument(
+        "sections", nargs="*", choices=["speed", "quality", "tokens", "minutes"], default=["speed", "quality"]
+    )
     parser.add_argument("--minutes", type=float, nargs="+", default=[2, 10, 30], help="training budgets")
     parser.add_argument(
         "--tokenizers", nargs="+", default=["chars", "320", "512", "1024"], help="tokens: chars or BPE vocabulary sizes"
@@ -517,6 +546,8 @@ def main() -> None:
         quality(args.minutes)
     if "tokens" in args.sections:
         tokens(args.minutes, args.tokenizers)
+    if "minutes" in args.sections:
+        minutes(args.minutes)
 
 
 if __name__ == "__main__":
