@@ -182,3 +182,13 @@ def test_train_minutes_prints_the_choice_stores_the_plan_and_ends_on_time(tmp_pa
     assert code == 0, err  # a budgeted run resumes like any other, for more steps, and keeps its plan
     resumed = load_checkpoint(tmp_path / "model.safetensors").meta
     assert resumed["step"] == meta["step"] + 3 and resumed["plan"] == meta["plan"]
+
+
+def test_the_plan_says_1_minute_not_1_minutes(monkeypatch):
+    monkeypatch.setattr(budget, "STUDY_SECONDS_PER_STEP", 0.01)
+    monkeypatch.setattr(budget, "FRONTIER", (Recipe(1, 1, 2, 16, 16, 2, 3e-3, 3e-4, 5),))
+    fake_pace(monkeypatch, lambda config: 0.01)  # this machine is the study's
+    ids = torch.zeros(10_000, dtype=torch.uint8)
+    _, _, plan = plan_run(1, 76, ids, time.perf_counter() + 60, torch.device("cpu"))
+    assert plan["why"].startswith("1 minute here are 1 minute of the study's machine"), plan["why"]
+    assert "the study's best for 1 minute and up" in plan["why"], plan["why"]

@@ -330,3 +330,62 @@ def test_bfloat16_where_autocast_has_none_is_a_one_line_error_before_anything_ha
     code, stdout, err = cli(capsys, "train", "--out", out, *SMALL_RUN, "--dtype", "bfloat16")
     assert_one_line_error(code, stdout, err, "bfloat16 autocast is not supported on cpu", "float32")
     assert not out.exists()
+
+
+def test_sigterm_saves_the_step_says_how_to_resume_and_exits_143(tmp_path):
+    """`kill PID` (what docker stop, systemd and a scheduler's preemption send) to a real run: it finishes its step,
+    saves it, says how to resume and exits with 143; the run then resumes from what it saved."""
+    command = [sys.executable, "-m", "tinytorch", "train", "--out", str(tmp_path), *SMALL_RUN]
+    run_ = subprocess.Popen([*command, "--steps", "100000", "--eval-interval", "100000"], stderr=subprocess.PIPE)
+    seen = b""
+    while b"loss=" not in seen:  # the progress bar shows a loss: the loop is running (no checkpoint yet)
+        chunk = os.read(run_.stderr.fileno(), 4096)
+        assert chunk, f"the run ended before training: {seen.decode(errors='replace')[-2000:]}"
+        seen += chunk
+    run_.send_signal(signal.SIGTERM)
+    seen += run_.stderr.read()
+    err = seen.decode(errors="replace")
+    assert run_.wait(timeout=120) == 143 and "Traceback" not in err, err
+    step = load_checkpoint(tmp_path / "checkpoint.safetensors").meta["step"]
+    assert f"stopped at step {step} (SIGTERM); resume with `tinytorch train --resume --out {tmp_path}`" in err, err
+    run("train", "--resume", "--out", tmp_path, "--steps", step + 2)
+    assert load_checkpoint(tmp_path / "model.safetensors").meta["step"] == step + 2
+
+
+def test_sigterm_before_training_exits_143_and_says_nothing_was_saved(tmp_path, capsys, monkeypatch):
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # while the data loads
+        return "x" * 1000, "y" * 1000
+
+    handler = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(training, "shakespeare", terminated)
+    code, out, err = cli(capsys, "train", "--out", tmp_path, *SMALL_RUN)
+    assert code == 143 and err == "interrupted; no checkpoint yet\n", err
+    assert signal.getsignal(signal.SIGTERM) is handler  # the command puts the process's handler back
+
+
+def test_complete_takes_a_run_folder_and_says_which_file_it_used(tiny_checkpoint, tmp_path, capsys):
+    complete = ["complete", "ROMEO:", "--max-new-tokens", "5", "--seed", "1", "--no-stream"]
+    code, out, err = cli(capsys, *complete, "--checkpoint", tiny_checkpoint)  # a run with a checkpoint only
+    assert code == 0 and err == f"using {tiny_checkpoint / 'checkpoint.safetensors'}\n", err
+    assert out.startswith("ROMEO:")
+    weights = load_checkpoint(tiny_checkpoint / "checkpoint.safetensors")
+    folder = tmp_path / "run"
+    save_checkpoint(folder / "model.safetensors", weights.model, weights.tokenizer, 5)
+    save_checkpoint(folder / "checkpoint.safetensors", GPT(weights.model.config), weights.tokenizer, 5)
+    code, again, err = cli(capsys, *complete, "--checkpoint", folder)  # both: model.safetensors, the run's result
+    assert code == 0 and err == f"using {folder / 'model.safetensors'}\n" and again == out, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(*cli(capsys, *complete, "--checkpoint", empty), "without model.safetensors or checkpoint")
+
+
+@pytest.mark.parametrize("given", ["", " "])
+def test_an_empty_checkpoint_is_an_error_not_the_shipped_model(capsys, given):
+    assert_one_line_error(*cli(capsys, "complete", "ROMEO:", "--checkpoint", given), "--checkpoint is empty")
+
+
+def test_the_end_of_text_marker_in_a_prompt_is_explained_in_the_command_line_s_terms(capsys):
+    code, out, err = cli(capsys, "complete", "To be<|endoftext|>", "--model", "shakespeare-bpe")
+    assert_one_line_error(code, out, err, "the prompt contains <|endoftext|>", "leave it out")
+    assert "allowed_special" not in err and "encode_ordinary" not in err

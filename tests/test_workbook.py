@@ -4,7 +4,11 @@ The book here is a small synthetic one written in each test's tmp_path; tests/te
 """
 
 import shutil
+import unittest.mock
+from collections import namedtuple
+from concurrent.futures.process import BrokenProcessPool
 
+import nbclient
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
@@ -335,3 +339,68 @@ def test_the_check_command_prints_every_piece_and_a_table_and_exits_0_only_when_
         main(["check", "attention", "--dir", str(out)])
     assert done.value.code == 0
     assert capsys.readouterr().out.splitlines()[-1] == "total             2        0      0       2"
+
+
+def test_a_kernel_that_does_not_start_is_one_line_naming_the_chapter_and_what_to_do(
+    book, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "wb"
+    make_workbook(out, book=book)
+
+    def no_kernel(self, **kwargs):
+        raise RuntimeError("Kernel didn't respond in 60 seconds")
+
+    monkeypatch.setattr(nbclient.NotebookClient, "execute", no_kernel)
+    with pytest.raises(SystemExit) as done:
+        main(["check", "03", "--dir", str(out)])
+    printed = capsys.readouterr().out
+    assert done.value.code == 1 and "Traceback" not in printed
+    assert (
+        "  error    the kernel raised RuntimeError: Kernel didn't respond in 60 seconds; run tinytorch check 03 again "
+        "(with --jobs 1 if the machine is busy)"
+    ) in printed.splitlines()
+
+
+def test_a_checking_process_that_dies_is_one_error_line(book, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "wb"
+    make_workbook(out, book=book)
+
+    def broken(paths, jobs):
+        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+        yield
+
+    monkeypatch.setattr(wb, "check_chapters", broken)
+    with pytest.raises(SystemExit) as done:
+        main(["check", "--dir", str(out), "--jobs", "2"])
+    assert done.value.code == (
+        "error: checking 02_embeddings stopped (BrokenProcessPool: A process in the process pool was terminated "
+        "abruptly); run tinytorch check again, with --jobs 1 if the machine is busy"
+    )
+
+
+@pytest.mark.parametrize("fails_at", [1, 2])
+def test_a_workbook_that_cannot_be_written_is_one_line_and_no_file_is_half_written(book, tmp_path, fails_at):
+    out = tmp_path / "wb"
+    real, calls = wb.atomic_write, []
+
+    def full_disk(path, write):
+        calls.append(path)
+        if len(calls) == fails_at:
+            raise OSError(28, "No space left on device")
+        real(path, write)
+
+    with unittest.mock.patch.object(wb, "atomic_write", full_disk), pytest.raises(WorkbookError) as refused:
+        make_workbook(out, book=book)
+    done = "nothing was written" if fails_at == 1 else "02_embeddings.ipynb written, the others not"
+    assert str(refused.value) == (
+        f"cannot write the workbook in {out} (No space left on device): {done}, and no file is half-written; "
+        "free some space (or fix the folder), then run the same command again"
+    )
+    assert sorted(p.name for p in out.iterdir()) == (["02_embeddings.ipynb"] if fails_at == 2 else [])
+
+
+def test_a_workbook_folder_without_room_is_refused_before_writing(book, tmp_path, monkeypatch):
+    monkeypatch.setattr(wb.shutil, "disk_usage", lambda path: namedtuple("Usage", "total used free")(10, 10, 1000))
+    with pytest.raises(WorkbookError, match=r"has 0.0 MB free and the workbook needs .* so nothing was written"):
+        make_workbook(tmp_path / "wb", book=book)
+    assert list((tmp_path / "wb").iterdir()) == []

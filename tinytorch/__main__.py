@@ -5,6 +5,8 @@ import argparse
 import math
 import os
 import shlex
+import shutil
+import signal
 import socket
 import sys
 import time
@@ -59,6 +61,14 @@ PLANNED = ("preset", "steps", "batch_size", "grad_accum", "lr", "min_lr", "warmu
 PLANNED += ("vocab_size", "dtype")  # the options --minutes chooses itself, or that its study did not vary
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill PID`, `docker stop`, a scheduler's preemption) outside the training loop: stop like Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated
+
+
 def train(args: argparse.Namespace) -> None:
     """Train a GPT on Shakespeare's plays (chapter 06, appendix 09); works under torchrun too."""
     import torch
@@ -67,8 +77,9 @@ def train(args: argparse.Namespace) -> None:
     from tinytorch import GPT, CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
     from tinytorch.bpe import GPT4_PATTERN, BPETokenizer
     from tinytorch.budget import SPARE_SECONDS, plan_run
-    from tinytorch.checkpoint import load_checkpoint, remove_leftovers, save_checkpoint
-    from tinytorch.training import TrainConfig, TrainingDiverged, TrainingInterrupted, autocast, id_dtype, shakespeare
+    from tinytorch.checkpoint import checkpoint_bytes, load_checkpoint, remove_leftovers, save_checkpoint
+    from tinytorch.training import CheckpointNotSaved, TrainingDiverged, TrainingInterrupted
+    from tinytorch.training import TrainConfig, autocast, id_dtype, shakespeare
     from tinytorch.training import train as run_training
 
     began = time.perf_counter()  # --minutes counts from here
@@ -104,6 +115,7 @@ def train(args: argparse.Namespace) -> None:
     except (TypeError, ValueError) as error:
         sys.exit(f"error: {error}")
     lock = _own_folder(folder) if rank == 0 else None  # the process that writes the folder owns it
+    terminate = signal.signal(signal.SIGTERM, _terminate)  # the loop saves first; outside it, SIGTERM acts as Ctrl-C
     try:
         if rank == 0:
             for path in (out, weights):
@@ -151,6 +163,7 @@ def train(args: argparse.Namespace) -> None:
         set_seed(cfg.seed)
         model = GPT(config).to(device)
         if rank == 0:
+            _check_space(folder, checkpoint_bytes(model, tokenizer), args.resume)
             name = f"resuming {out} at step {step} of {cfg.max_steps}" if args.resume else settings["preset"]
             if plan is not None:
                 print(f"--minutes {args.minutes:g}: {plan['why']}")
@@ -166,7 +179,14 @@ def train(args: argparse.Namespace) -> None:
             final = load_checkpoint(out)  # for sampling: its weights only, in float16, and the run's record
             record = {k: v for k, v in final.meta.items() if k not in ("format", "config", "tokenizer", "step")}
             record.pop("param_groups", None)
-            save_checkpoint(weights, final.model, final.tokenizer, final.meta["step"], meta=record, dtype=torch.float16)
+            step = final.meta["step"]
+            try:
+                save_checkpoint(weights, final.model, final.tokenizer, step, meta=record, dtype=torch.float16)
+            except OSError as error:
+                sys.exit(
+                    f"error: {weights} was not saved ({error.strerror}); {out} holds the final step {step}, "
+                    f"intact; free some space, then `{_resume_command(args.out)}` writes it"
+                )
             last = history[-1]
             tokens = last["step"] * cfg.grad_accum * cfg.batch_size * world * config.block_size
             print(
@@ -179,9 +199,10 @@ def train(args: argparse.Namespace) -> None:
                 print(f"wall time {wall:.2f} minutes, for --minutes {args.minutes:g} ({off:+.1f}%)")
     except TrainingInterrupted as stop:
         if rank == 0:
-            print(f"stopped at step {stop.step}; resume with `{_resume_command(args.out)}`", file=sys.stderr)
-        sys.exit(130)
-    except KeyboardInterrupt:  # under torchrun, a second Ctrl-C, or before training: no checkpoint of this moment
+            by = " (SIGTERM)" if stop.signum == signal.SIGTERM else ""
+            print(f"stopped at step {stop.step}{by}; resume with `{_resume_command(args.out)}`", file=sys.stderr)
+        sys.exit(128 + stop.signum)  # the shell's status for a process ended by that signal: 130, 143
+    except KeyboardInterrupt as stop:  # under torchrun, a second signal, or before training: no checkpoint of now
         if rank == 0:
             then = (
                 f"resume from the last checkpoint with `{_resume_command(args.out)}`"
@@ -189,7 +210,10 @@ def train(args: argparse.Namespace) -> None:
                 else "no checkpoint yet"
             )
             print(f"interrupted; {then}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + (signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT))
+    except CheckpointNotSaved as error:
+        then = f"`{_resume_command(args.out)}`" if error.kept is not None else "run the same command again"
+        sys.exit(f"error: {error.strerror}; free some space (or fix the folder), then {then}")
     except TrainingDiverged as error:
         sys.exit(
             f"error: training diverged at step {error.step}: {error.reason}. "
@@ -198,6 +222,7 @@ def train(args: argparse.Namespace) -> None:
     except (ValueError, OSError) as error:  # a checkpoint that cannot be resumed, a full disk...
         sys.exit(f"error: {error}")
     finally:
+        signal.signal(signal.SIGTERM, terminate)
         if dist.is_initialized():
             dist.destroy_process_group()
         if lock is not None:
@@ -220,6 +245,19 @@ def _check_minutes(args: argparse.Namespace, given: dict, world: int) -> None:
 
 def _resume_command(out: str) -> str:
     return f"tinytorch train --resume --out {shlex.quote(out)}"
+
+
+def _check_space(folder: Path, size: int, resume: bool) -> None:
+    """Exit with one line, before training, if `folder` has no room for the run's files: the checkpoint, its
+    temporary copy while a save replaces it (a resumed run's checkpoint is already there), and model.safetensors."""
+    needed = size * (1 if resume else 2) + size // 6  # model.safetensors: float16 weights, a sixth of a checkpoint
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        sys.exit(
+            f"error: {folder} has {free / 1e6:.1f} MB free, but this run needs about {needed / 1e6:.1f} MB there "
+            f"(a checkpoint is {size / 1e6:.1f} MB, and a save writes the new one before it removes the old); "
+            "free some space or choose another --out"
+        )
 
 
 def _own_folder(folder: Path) -> int:
@@ -309,8 +347,15 @@ def complete(args: argparse.Namespace) -> None:
     from tinytorch.config import get_device
     from tinytorch.generation import load_pretrained, stream_text
 
+    source = args.model if args.checkpoint is None else _checkpoint_file(args.checkpoint)
     try:
-        model, tokenizer = load_pretrained(args.checkpoint or args.model, get_device(args.device))
+        model, tokenizer = load_pretrained(source, get_device(args.device))
+        special = [token for token in getattr(tokenizer, "special_tokens", {}) if token in args.prompt]
+        if special:
+            sys.exit(
+                f"error: the prompt contains {special[0]}, the marker that ends a document in the training text; "
+                "complete does not take it in a prompt: leave it out (a new document starts after it anyway)"
+            )
         pieces = stream_text(
             model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed
         )
@@ -326,6 +371,24 @@ def complete(args: argparse.Namespace) -> None:
         sys.exit(f"error: {error}{hint}")
     except BrokenPipeError:  # the reader went away, e.g. `tinytorch complete ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+
+
+def _checkpoint_file(given: str) -> str | Path:
+    """--checkpoint's file: the path given, or in a run's folder (train's --out) its model.safetensors, else its
+    checkpoint.safetensors, named on stderr. Exits with one line for an empty path or a folder without either."""
+    if not given.strip():
+        sys.exit("error: --checkpoint is empty; give a checkpoint file or a run's --out folder, or leave it out")
+    folder = Path(given)
+    if not folder.is_dir():
+        return given
+    for name in ("model.safetensors", "checkpoint.safetensors"):
+        if (folder / name).is_file():
+            print(f"using {folder / name}", file=sys.stderr)
+            return folder / name
+    sys.exit(
+        f"error: {folder} is a folder without model.safetensors or checkpoint.safetensors; give a checkpoint file "
+        "or the --out folder of a tinytorch train run"
+    )
 
 
 def workbook(args: argparse.Namespace) -> None:
@@ -362,7 +425,16 @@ def check(args: argparse.Namespace) -> None:
     if args.jobs < 1:
         sys.exit(f"error: --jobs must be at least 1, got {args.jobs}")
     rows = []
-    for checked in check_chapters(paths, args.jobs):
+    checking = iter(check_chapters(paths, args.jobs))
+    for path in paths:
+        try:
+            checked = next(checking)
+        except Exception as error:  # a worker process that died (--jobs), a kernel that could not be started...
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            sys.exit(
+                f"error: checking {path.stem} stopped ({type(error).__name__}: {first}); run tinytorch check again, "
+                "with --jobs 1 if the machine is busy"
+            )
         print(checked.chapter, flush=True)
         for result in checked.results:
             print(f"  {result.status:<8} {result.name}" + (f": {result.message}" if result.message else ""))

@@ -140,11 +140,16 @@ def plan_run(
         eval_batches=eval_batches,
         seed=seed,
     )
+    here, there, best = (_minutes(m) for m in (minutes, minutes * speed, recipe.minutes))
     why = (
-        f"{minutes:g} minutes here are {minutes * speed:.3g} minutes of the study's machine (this one runs "
-        f"{speed:.2f}x its pace); the study's best for {recipe.minutes:g} minutes and up is {recipe.n_layer} blocks "
-        f"of width {recipe.n_embd}, context {recipe.block_size}, batch {recipe.batch_size}, lr {recipe.lr:g} to "
-        f"{recipe.min_lr:g}"
+        f"{here} here are {there} of the study's machine (this one runs {speed:.2f}x its pace); the study's best for "
+        f"{best} and up is {recipe.n_layer} blocks of width {recipe.n_embd}, context {recipe.block_size}, batch "
+        f"{recipe.batch_size}, lr {recipe.lr:g} to {recipe.min_lr:g}"
     )
     plan = {"minutes": minutes, "speed": speed, "recipe": asdict(recipe), "seconds_per_step": pace, "why": why}
     return config, cfg, plan
+
+
+def _minutes(value: float) -> str:
+    """'1 minute', '2.5 minutes': a number of minutes in words, to 3 digits."""
+    return f"{value:.3g} minute" + ("" if f"{value:.3g}" == "1" else "s")

@@ -9,12 +9,14 @@ __all__ = [
     "tokenizer_to_dict",
     "tokenizer_from_dict",
     "save_checkpoint",
+    "checkpoint_bytes",
     "Checkpoint",
     "load_checkpoint",
     "restore",
 ]
 
 # %% ../notebooks/09_training_runs.ipynb #27eade6e
+import errno
 import glob
 import json
 import os
@@ -126,8 +128,32 @@ def save_checkpoint(
         if name.startswith("model.") and not torch.isfinite(value).all():  # load_checkpoint would refuse the file
             raise ValueError(f"{name[6:]} holds NaN or infinite values (a diverged run?); {path} was left as it was")
     tensors = {k: v.contiguous() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"tinytorch": json.dumps(header)}))
+    metadata = {"tinytorch": json.dumps(header)}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    except (OSError, SafetensorError) as error:  # a full disk, a quota, a read-only folder...
+        size = sum(v.numel() * v.element_size() for v in tensors.values()) + len(metadata["tinytorch"])
+        raise _write_error(error, path, size) from None
+
+
+def _write_error(error: OSError | SafetensorError, path: Path, size: int) -> OSError:
+    """An OSError that says in words why `path` could not be written and how big it was to be. safetensors reports
+    the operating system's error inside its own message: "I/O error: No space left on device (os error 28)"."""
+    number = getattr(error, "errno", None)
+    if number is None:
+        found = re.search(r"os error (\d+)", str(error))
+        number = int(found.group(1)) if found else errno.EIO
+    reason = "no space left" if number == errno.ENOSPC else os.strerror(number).lower()
+    needs = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
+    return OSError(number, f"{reason} on {path.parent}: {path.name} needs {needs}")
+
+
+def checkpoint_bytes(model: GPT, tokenizer: CharTokenizer | BPETokenizer, optimizer: bool = True) -> int:
+    """About how many bytes `save_checkpoint` writes for this model: float32 weights (the tied head once) and, with
+    `optimizer`, AdamW's two averages per weight, plus the tokenizer and a margin for the rest of the header."""
+    weights = sum(v.numel() for k, v in model.state_dict().items() if k != "lm_head.weight")
+    return 4 * weights * (3 if optimizer else 1) + len(json.dumps(tokenizer_to_dict(tokenizer))) + 100_000
 
 
 @dataclass

@@ -18,6 +18,7 @@ __all__ = [
     "run_meta",
     "TrainingDiverged",
     "TrainingInterrupted",
+    "CheckpointNotSaved",
     "evaluation_seconds",
     "train",
 ]
@@ -273,33 +274,49 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """`train` stopped on Ctrl-C after finishing the step in progress and, with `out`, saving it."""
+    """`train` stopped on Ctrl-C (or SIGTERM, `signum`) after finishing the step in progress and, with `out`, saving
+    it."""
 
-    def __init__(self, step: int, out: str | Path | None):
+    def __init__(self, step: int, out: str | Path | None, signum: int = signal.SIGINT):
         super().__init__(f"stopped at step {step}" + (f"; {out} holds it, continue with resume=True" if out else ""))
-        self.step = step
+        self.step, self.signum = step, signum
+
+
+class CheckpointNotSaved(OSError):
+    """`train` stopped: the checkpoint of `step` could not be written (a full disk, a quota, a read-only folder).
+    `kept` is the step that `out` still holds, intact (None: nothing was saved yet)."""
+
+    def __init__(self, step: int, kept: int | None, out: str | Path, error: OSError):
+        still = f"{out} still holds step {kept}, intact" if kept is not None else "nothing was saved yet"
+        super().__init__(error.errno, f"the checkpoint of step {step} was not saved ({error.strerror}); {still}")
+        self.step, self.kept = step, kept
 
 
 class _StopAfterStep:
-    """While active, Ctrl-C (SIGINT) only sets `requested`; the training loop stops after its step. A second
-    Ctrl-C interrupts at once. Only in the main thread of a single process: under torchrun the processes would
-    not stop at the same step, so there Ctrl-C interrupts as usual."""
+    """While active, Ctrl-C (SIGINT) and SIGTERM (what `kill`, `docker stop` and a scheduler's preemption send) only
+    set `requested` to the signal's number; the training loop stops after its step. A second signal acts at once (an
+    interrupted save leaves the previous checkpoint whole: atomic_write). Only in the main thread of a single process:
+    under torchrun the processes would not stop at the same step, so there the signals act as usual."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self) -> "_StopAfterStep":
-        self.requested, self.previous = False, None
+        self.requested, self.previous = None, {}
         if threading.current_thread() is threading.main_thread() and not dist.is_initialized():
-            previous = signal.getsignal(signal.SIGINT)
-            if previous not in (signal.SIG_IGN, None):  # not ignored, and a handler we can put back
-                self.previous = signal.signal(signal.SIGINT, self._request)
+            for signum in self.SIGNALS:
+                previous = signal.getsignal(signum)
+                if previous not in (signal.SIG_IGN, None):  # not ignored, and a handler we can put back
+                    self.previous[signum] = signal.signal(signum, self._request)
         return self
 
     def _request(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self.previous)  # a second Ctrl-C interrupts at once
+        self.requested = signum
+        for number, previous in self.previous.items():
+            signal.signal(number, previous)  # a second signal acts at once
 
     def __exit__(self, *exc_info) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 def _check_resume(checkpoint: Checkpoint, tokenizer: CharTokenizer | BPETokenizer, cfg: TrainConfig) -> list[dict]:
@@ -369,7 +386,8 @@ def train(
     the steps left and their evaluations end by then (appendix 10).
 
     Stops with TrainingDiverged if the loss stops being a finite number (the checkpoint keeps the last good step),
-    with TrainingInterrupted on Ctrl-C (after saving the step in progress). Under torchrun every process draws the
+    with TrainingInterrupted on Ctrl-C or SIGTERM (after saving the step in progress), with CheckpointNotSaved if a
+    checkpoint cannot be written (the file keeps the last step saved). Under torchrun every process draws the
     same global batch and trains on its own slice of it.
     """
     if resume and out is None:
@@ -396,12 +414,21 @@ def train(
         changes = _check_resume(checkpoint, tokenizer, cfg)
         start, history = restore(checkpoint, model, optimizer, generator)
         saved, plan = start, checkpoint.meta.get("plan")
+
+    def save(step: int) -> int:
+        """Checkpoint `step` in out; returns it. A write that fails stops the run, saying which step out still holds."""
+        try:
+            save_checkpoint(out, model, tokenizer, step, optimizer, generator, run_meta(cfg, history, changes, plan))
+        except OSError as error:
+            raise CheckpointNotSaved(step, saved, out, error) from None
+        return step
+
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     model.train()
     bar = tqdm(initial=start, total=cfg.max_steps, disable=not progress or rank != 0)
     began, evaluations, eval_seconds = time.perf_counter(), 0, 0.0  # for the deadline
     step = start
-    with _StopAfterStep() as stop:
+    with bar, _StopAfterStep() as stop:  # the bar is closed however the run ends: a message then starts a line
         while step < cfg.max_steps:
             for group in optimizer.param_groups:
                 group["lr"] = get_lr(step, cfg)
@@ -434,22 +461,17 @@ def train(
                 history.append(record)
                 evaluations += 1
                 if out is not None and rank == 0:
-                    meta = run_meta(cfg, history, changes, plan)
-                    save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, meta)
-                    saved = step + 1
+                    saved = save(step + 1)
             eval_seconds += time.perf_counter() - evaluated
             if deadline is not None and step + 1 < cfg.max_steps:
                 pace = (time.perf_counter() - began - eval_seconds) / (step + 1 - start)  # seconds per step
                 each = eval_seconds / evaluations if evaluations else evaluation_seconds(cfg.eval_batches, pace)
                 cfg = _refit(cfg, step + 1, pace, each, deadline)
                 bar.total = cfg.max_steps
-            if stop.requested:  # Ctrl-C was pressed during this step
+            if stop.requested:  # Ctrl-C was pressed (or SIGTERM came) during this step
                 if out is not None and rank == 0 and saved != step + 1:
-                    meta = run_meta(cfg, history, changes, plan)
-                    save_checkpoint(out, model, tokenizer, step + 1, optimizer, generator, meta)
-                    saved = step + 1
-                raise TrainingInterrupted(step + 1, out)
+                    saved = save(step + 1)
+                raise TrainingInterrupted(step + 1, out, stop.requested)
             step += 1
             bar.update()
-    bar.close()
     return history

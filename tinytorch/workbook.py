@@ -7,6 +7,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +36,7 @@ __all__ = [
 BOOK = Path(tinytorch.__file__).resolve().parent.parent / "notebooks"  # the book, in a clone of the course
 STUB = 'raise NotImplementedError("{name}: not written yet")'
 CELL_TIMEOUT = 900  # seconds per cell when checking: chapter 06 trains a model
+KERNEL_STARTUP_TIMEOUT = 180  # seconds for a kernel to start: minutes on a busy machine, where nbclient's 60 failed
 
 _STUB = re.compile(r'raise NotImplementedError\("(\w+): not written yet"\)')
 _CHECK_CALL = re.compile(r"\bcheck\(")
@@ -299,9 +301,26 @@ def make_workbook(out_dir: str | Path = "workbook", chapters=None, book: str | P
             f"written. To start a chapter again without losing that work, move its file away "
             f"(mv {busy[0]} {busy[0].with_suffix('.old.ipynb')}), then run: {command} --chapter {number}"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path, nb in fresh.items():
-        atomic_write(path, lambda tmp, nb=nb: nbformat.write(nb, tmp))  # never a half-written notebook
+    texts = {path: nbformat.writes(nb) + "\n" for path, nb in fresh.items()}
+    written = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        needed = sum(len(text.encode()) for text in texts.values()) + 100_000  # and a margin for the folder
+        free = shutil.disk_usage(out_dir).free
+        if free < needed:
+            raise WorkbookError(
+                f"{out_dir} has {free / 1e6:.1f} MB free and the workbook needs {needed / 1e6:.1f} MB, so nothing was "
+                "written; free some space or give another folder"
+            )
+        for path, text in texts.items():
+            atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))  # all or nothing
+            written.append(path)
+    except OSError as error:
+        done = f"{', '.join(p.name for p in written)} written, the others not" if written else "nothing was written"
+        raise WorkbookError(
+            f"cannot write the workbook in {out_dir} ({error.strerror or error}): {done}, and no file is half-written; "
+            "free some space (or fix the folder), then run the same command again"
+        ) from None
     return list(fresh)
 
 
@@ -384,6 +403,7 @@ def check_chapter(path: str | Path, threads: int | None = None) -> ChapterCheck:
             allow_errors=True,
             interrupt_on_timeout=True,
             kernel_manager_class=_kernel_manager_class(),
+            startup_timeout=KERNEL_STARTUP_TIMEOUT,
             resources={"metadata": {"path": str(path.parent.resolve())}},  # the kernel's working directory
         )
         try:
@@ -391,8 +411,10 @@ def check_chapter(path: str | Path, threads: int | None = None) -> ChapterCheck:
             if threads is not None:
                 env["OMP_NUM_THREADS"] = str(threads)
             client.execute(env=env)
-        except (CellTimeoutError, DeadKernelError) as error:
-            errors.append(CellError(None, "", type(error).__name__, _first_line(error)))
+        except (CellTimeoutError, DeadKernelError, RuntimeError, TimeoutError, OSError) as error:
+            # a kernel that did not start in time on a busy machine, died, or hung: not the learner's mistake
+            again = f"run tinytorch check {path.stem.split('_', 1)[0]} again (with --jobs 1 if the machine is busy)"
+            errors.append(CellError(None, "", type(error).__name__, f"{_first_line(error)}; {again}"))
         if report.exists():
             for line in report.read_text(encoding="utf-8").splitlines():
                 data = json.loads(line)
