@@ -1,47 +1,54 @@
 """tinytorch: a small GPT built from scratch in PyTorch, one notebook per chapter.
 
-The modules are generated from the notebooks (see README); this file only re-exports. Not re-exported:
-`tinytorch.viz` (the attention explorer; it needs matplotlib and ipywidgets, from the dev extra).
+The modules are generated from the notebooks (see README); this file only re-exports, and lazily: a name is imported
+from its chapter's module the first time it is used, so `import tinytorch` and `tinytorch --help` do not load torch.
+Not re-exported: `tinytorch.viz` (the attention explorer; it needs matplotlib and ipywidgets, from the dev extra).
 """
 
-from tinytorch.attention import CausalSelfAttention
-from tinytorch.blocks import MLP, Block, LayerNorm
-from tinytorch.bpe import BPETokenizer
-from tinytorch.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from tinytorch.config import PRESETS, GPTConfig, count_parameters, get_device, set_seed
-from tinytorch.embeddings import CharTokenizer, Embeddings
-from tinytorch.generation import KVCache, complete, generate, load_pretrained, stream_text
-from tinytorch.gpt import GPT, estimate_flops_per_token, estimate_parameters, next_token_loss
-from tinytorch.training import TrainConfig, shakespeare, train
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GPT",
-    "MLP",
-    "PRESETS",
-    "BPETokenizer",
-    "Block",
-    "CausalSelfAttention",
-    "CharTokenizer",
-    "Embeddings",
-    "GPTConfig",
-    "KVCache",
-    "LayerNorm",
-    "TrainConfig",
-    "atomic_write",
-    "complete",
-    "count_parameters",
-    "estimate_flops_per_token",
-    "estimate_parameters",
-    "generate",
-    "get_device",
-    "load_checkpoint",
-    "load_pretrained",
-    "next_token_loss",
-    "save_checkpoint",
-    "set_seed",
-    "shakespeare",
-    "stream_text",
-    "train",
-]
+_HOMES = {  # name -> the module that defines it, in course order
+    "CausalSelfAttention": "attention",
+    "MLP": "blocks",
+    "Block": "blocks",
+    "LayerNorm": "blocks",
+    "BPETokenizer": "bpe",
+    "PRESETS": "config",
+    "GPTConfig": "config",
+    "count_parameters": "config",
+    "get_device": "config",
+    "set_seed": "config",
+    "CharTokenizer": "embeddings",
+    "Embeddings": "embeddings",
+    "GPT": "gpt",
+    "estimate_flops_per_token": "gpt",
+    "estimate_parameters": "gpt",
+    "next_token_loss": "gpt",
+    "TrainConfig": "training",
+    "shakespeare": "training",
+    "train": "training",
+    "KVCache": "generation",
+    "complete": "generation",
+    "generate": "generation",
+    "load_pretrained": "generation",
+    "stream_text": "generation",
+    "atomic_write": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        value = getattr(importlib.import_module(f"tinytorch.{_HOMES[name]}"), name)
+        globals()[name] = value  # the next use finds it directly
+        return value
+    raise AttributeError(f"module 'tinytorch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])

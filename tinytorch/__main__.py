@@ -493,6 +493,16 @@ SEED = _integer(0, 2**63)
 POSITIVE = _number("a finite number > 0", lambda value: value > 0)
 
 
+class _Version(argparse.Action):
+    """--version, which imports torch only when it is asked for (--help and the rest of the parsing do not)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(message=_version() + "\n")
+
+
 def _version() -> str:
     """`tinytorch --version`: this package's version, and the torch and Python it runs on."""
     from importlib.metadata import version
@@ -504,7 +514,7 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = _Parser(prog="tinytorch", description="A small GPT, built from scratch.")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_Version, help="show the versions of tinytorch, torch and Python and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("preview", help="run chapter 00's preview: GPT()(torch.randint(0, 100, (1, 10)))")
