@@ -226,7 +226,7 @@ def train(args: argparse.Namespace) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
         if lock is not None:
-            os.close(lock)  # releases the lock (the operating system does it too if the process is killed)
+            lock.release()  # (the operating system lets go of it too if the process is killed)
 
 
 def _check_minutes(args: argparse.Namespace, given: dict, world: int) -> None:
@@ -260,39 +260,32 @@ def _check_space(folder: Path, size: int, resume: bool) -> None:
         )
 
 
-def _own_folder(folder: Path) -> int:
-    """Check that --out is a folder this process can write and lock it (OUT/.lock): a second run there is refused.
-    Returns the lock file's descriptor; the lock lasts until it is closed or this process ends, however it ends."""
+def _own_folder(folder: Path):
+    """Check that --out is a folder this process can write and lock it (OUT/.lock, with the owner written in it): a
+    second run there is refused. Returns the lock, a filelock.FileLock: held until it is released or this process
+    ends, however it ends (an flock, which the operating system lets go of)."""
+    import filelock  # comes with torch
+
     if folder.exists() and not folder.is_dir():
         sys.exit(f"error: --out {folder} is a file, not a folder; choose another --out")
+    path = folder / ".lock"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock = filelock.FileLock(path, timeout=0)
+        lock.acquire()
+    except filelock.Timeout:
+        try:
+            owner = path.read_text(errors="replace").strip() or "pid unknown"
+        except OSError:  # Windows: the locked file cannot be read
+            owner = "pid unknown"
+        sys.exit(f"error: {folder} is in use by another tinytorch train ({owner}); wait for it or choose another --out")
     except OSError as error:
         sys.exit(f"error: cannot use --out {folder}: {error.strerror or error}")
     try:
-        _lock(fd)  # held while fd is open: until the run ends, or its process does, however it ends
-    except OSError:
-        owner = os.read(fd, 200).decode(errors="replace").strip() or "pid unknown"
-        os.close(fd)
-        sys.exit(f"error: {folder} is in use by another tinytorch train ({owner}); wait for it or choose another --out")
-    os.ftruncate(fd, 0)
-    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
-    return fd
-
-
-def _lock(fd: int) -> None:
-    """Lock an open file for this process, or raise OSError if another process holds the lock."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: lock one byte far past the owner's line, which stays readable
-        import msvcrt
-
-        os.lseek(fd, 1 << 20, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        os.lseek(fd, 0, os.SEEK_SET)
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path.write_text(f"pid {os.getpid()} on {socket.gethostname()}")
+    except OSError:  # where the locked file cannot be written (Windows): the owner stays unknown
+        pass
+    return lock
 
 
 def _resumed_settings(checkpoint, given: dict):
