@@ -493,7 +493,8 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.exit(message=_version() + "\n")
+        print(_version())  # to stdout, as argparse's own version action does
+        parser.exit()
 
 
 def _version() -> str:
