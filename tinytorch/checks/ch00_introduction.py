@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tinytorch.checks import piece
-from tinytorch.checks.helpers import Wrong, _gpt, _kind, _same, _shape, _tensor
+from tinytorch.checks.helpers import Wrong, _gpt, _kind, _same, _shape
 from tinytorch.gpt import GPT
 
 
@@ -44,14 +44,12 @@ def _verify_batch_logits(my_batch_logits: Callable) -> None:
                 "model.config.vocab_size, torch.randint(0, model.config.vocab_size, (batch_size, length))"
             ) from None
         call = f"my_batch_logits(model, {B}, {T})"
-        out = _tensor(out, f"{call}'s result")
-        if tuple(out.shape) == (B, T):
-            raise Wrong(f"{call} returned a ({B}, {T}) tensor, the ids: return the model's output for them, (B, T, V)")
-        if tuple(out.shape) == (T, B, V):
-            raise Wrong(f"{call} has shape {(T, B, V)}: the batch of ids is (batch_size, length), not the other way")
-        _shape(
-            out, (B, T, V), "a batch of B sequences of T ids gives (B, T, V): one score per token", f"{call}'s result"
-        )
+        wrong_shapes = {
+            (B, T): f"{call} returned a ({B}, {T}) tensor, the ids: return the model's output for them, (B, T, V)",
+            (T, B, V): f"{call} has shape {(T, B, V)}: the batch of ids is (batch_size, length), not the other way",
+        }
+        hint = "a batch of B sequences of T ids gives (B, T, V): one score per token"
+        out = _shape(out, (B, T, V), hint, f"{call}'s result", wrong_shapes)
         if not out.dtype.is_floating_point:
             raise Wrong(f"{call} has dtype {out.dtype}: the model's output is a float tensor of logits")
         if fed and tuple(fed[-1].shape) == (B, T):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tinytorch.checks import piece
-from tinytorch.checks.helpers import Wrong, _compare, _kind, _randint, _randn, _randomized, _same, _shape, _tensor
+from tinytorch.checks.helpers import Wrong, _compare, _kind, _randint, _randn, _randomized, _same, _shape
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import Embeddings
 
@@ -146,13 +146,12 @@ def _verify_one_hot_embed(my_one_hot_embed: Callable) -> None:
                     "pass num_classes=weight.size(0), the V rows of weight"
                 ) from None
             raise
-        out = _tensor(out)
-        if tuple(out.shape) == (B, T, V):
-            raise Wrong(
-                f"expected shape {(B, T, C)}, got {(B, T, V)}: that is the one-hot matrix; "
-                "multiply it by weight, (B, T, V) @ (V, C)"
-            )
-        _compare(_shape(out, (B, T, C), "(B, T) ids and a (V, C) weight give (B, T, C)"), F.embedding(idx, weight))
+        wrong_shapes = {
+            (B, T, V): f"expected shape {(B, T, C)}, got {(B, T, V)}: that is the one-hot matrix; "
+            "multiply it by weight, (B, T, V) @ (V, C)"
+        }
+        out = _shape(out, (B, T, C), "(B, T) ids and a (V, C) weight give (B, T, C)", mistakes=wrong_shapes)
+        _compare(out, F.embedding(idx, weight))
 
 
 @piece("my_embed_last", "02_embeddings", "the embedding of the last block_size ids, as a batch of one", _embed_last)
@@ -172,10 +171,11 @@ def _verify_embed_last(my_embed_last: Callable) -> None:
             ) from None
         raise
     with torch.no_grad():
-        out = _tensor(out)
-        if tuple(out.shape) == (8, 16):
-            raise Wrong("expected shape (1, 8, 16), got (8, 16): a batch of one keeps its batch dimension, ids[None]")
-        out = _shape(out, (1, 8, 16), "the last block_size ids as a batch of one: (1, block_size, C)")
+        wrong_shapes = {
+            (8, 16): "expected shape (1, 8, 16), got (8, 16): a batch of one keeps its batch dimension, ids[None]"
+        }
+        hint = "the last block_size ids as a batch of one: (1, block_size, C)"
+        out = _shape(out, (1, 8, 16), hint, mistakes=wrong_shapes)
         if _same(out, embeddings(ids[None, :8])):
             raise Wrong("those are the first block_size ids; embed the last ones: ids[-block_size:]")
         _compare(out, _embed_last(embeddings, ids))

@@ -9,7 +9,7 @@ from typing import Any
 from tinytorch.bpe import END_OF_TEXT, BPETokenizer, _encode_chunk, _merge
 from tinytorch.checks import piece
 from tinytorch.checks.ch02_embeddings import _TEXT
-from tinytorch.checks.helpers import Wrong, _close, _describe, _kind, _num, _number
+from tinytorch.checks.helpers import Wrong, _close, _describe, _num, _number, _returned
 
 
 def _count_pairs(ids: list[int]) -> dict[tuple[int, int], int]:
@@ -33,10 +33,7 @@ def _train_merges(ids: list[int], num_merges: int) -> list[tuple[int, int]]:
 
 def _id_list(out: Any, call: str) -> list:
     """`out` if it is a list of Python ints, else Wrong saying what came back."""
-    if out is None:
-        raise Wrong(f"{call} returned None: did you forget the return statement?")
-    if not isinstance(out, list):
-        raise Wrong(f"{call} must return a list of ids, got {_kind(out)}")
+    out = _returned(out, call, "a list of ids", list)
     if any(not isinstance(i, int) or isinstance(i, bool) for i in out):
         raise Wrong(f"{call} must return a list of ints, got {_describe(out)}")
     return out
@@ -46,11 +43,7 @@ def _id_list(out: Any, call: str) -> list:
 def _verify_count_pairs(count_pairs: Callable) -> None:
     for ids in ([1, 2, 3, 1, 2], [7, 7, 7], list(b"to be or not to be"), [5], []):
         call = f"count_pairs({_describe(ids)})"
-        out = count_pairs(list(ids))
-        if out is None:
-            raise Wrong(f"{call} returned None: did you forget the return statement?")
-        if not isinstance(out, dict):
-            raise Wrong(f"{call} must return a dict {{(a, b): count}}, got {_kind(out)}")
+        out = _returned(count_pairs(list(ids)), call, "a dict {(a, b): count}", dict)
         want = _count_pairs(ids)
         if out == want:
             continue
@@ -109,11 +102,7 @@ def _verify_train_merges(train_merges: Callable) -> None:
     for text, num_merges in (("aaabdaaabac", 3), ("to be or not to be, that is the question", 8), ("hello", 0)):
         ids = list(text.encode("utf-8"))
         call = f"train_merges(list({text!r}.encode()), {num_merges})"
-        out = train_merges(list(ids), num_merges)
-        if out is None:
-            raise Wrong(f"{call} returned None: did you forget the return statement?")
-        if not isinstance(out, (list, tuple)):
-            raise Wrong(f"{call} must return a list of pairs, got {_kind(out)}")
+        out = _returned(train_merges(list(ids), num_merges), call, "a list of pairs", (list, tuple))
         if len(out) != num_merges:
             raise Wrong(f"{call} returned {len(out)} merges, expected {num_merges}: one pair per merge")
         state = list(ids)
@@ -227,11 +216,7 @@ def _verify_glued_tokens(my_glued_tokens: Callable) -> None:
     tokens = ["the", " the", "d the", "e\n", "ROMEO:\n", ":\n", " ", "\n\n", "é ", "1 2", "o, ", "s\t", "e of"]
     for given in (tokens, tokens[::-1], [], [" thou", "thou"]):
         call = f"my_glued_tokens({_describe(given)})"
-        out = my_glued_tokens(list(given))
-        if out is None:
-            raise Wrong(f"{call} returned None: did you forget the return statement?")
-        if not isinstance(out, list):
-            raise Wrong(f"{call} must return a list of tokens, got {_kind(out)}")
+        out = _returned(my_glued_tokens(list(given)), call, "a list of tokens", list)
         want = _glued_tokens(given)
         if out == want:
             continue

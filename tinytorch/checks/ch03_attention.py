@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from tinytorch.attention import CausalSelfAttention, attention_weights, causal_mask
 from tinytorch.checks import piece
-from tinytorch.checks.helpers import Wrong, _compare, _num, _number, _position, _randn, _same, _shape, _tensor
+from tinytorch.checks.helpers import Wrong, _compare, _num, _number, _position, _randn, _same, _shape
 from tinytorch.config import GPTConfig, count_parameters
 
 
@@ -195,13 +195,11 @@ def _verify_split_heads(split_heads: Callable) -> None:
     B, T, C, nh = 2, 5, 12, 3
     hs = C // nh
     x = _randn(B, T, C, seed=90)
-    out = _tensor(split_heads(x.clone(), nh))
-    if tuple(out.shape) == (B, T, nh, hs):
-        raise Wrong(
-            f"expected shape {(B, nh, T, hs)}, got {(B, T, nh, hs)}: "
-            "transpose(1, 2) puts the heads before the positions"
-        )
-    out = _shape(out, (B, nh, T, hs))
+    wrong_shapes = {
+        (B, T, nh, hs): f"expected shape {(B, nh, T, hs)}, got {(B, T, nh, hs)}: "
+        "transpose(1, 2) puts the heads before the positions"
+    }
+    out = _shape(split_heads(x.clone(), nh), (B, nh, T, hs), mistakes=wrong_shapes)
     if not torch.equal(out[:, 0, 1], x[:, 1, :hs]):
         raise Wrong("head 0 at position 1 should hold x[:, 1, :hs]: view as (B, T, nh, hs), then transpose(1, 2)")
     _compare(out, _split_heads(x, nh))

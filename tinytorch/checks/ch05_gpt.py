@@ -19,7 +19,6 @@ from tinytorch.checks.helpers import (
     _randn,
     _same,
     _shape,
-    _tensor,
     _whole,
 )
 from tinytorch.config import GPTConfig
@@ -46,10 +45,11 @@ def _lm_loss(model: GPT, ids: torch.Tensor) -> torch.Tensor:
 def _verify_gpt_forward(gpt_forward: Callable) -> None:
     model = _gpt(seed=140)
     idx = _randint(11, (2, 6), seed=141)  # (B, T)
-    out = _tensor(gpt_forward(copy.deepcopy(model), idx.clone()))
-    if tuple(out.shape) == (2, 6, 16):
-        raise Wrong("expected shape (2, 6, 11), got (2, 6, 16): apply lm_head to get one score per vocabulary token")
-    out = _shape(out, (2, 6, 11), "(B, T) -> (B, T, V)")
+    wrong_shapes = {
+        (2, 6, 16): "expected shape (2, 6, 11), got (2, 6, 16): apply lm_head to get one score per vocabulary token"
+    }
+    out = gpt_forward(copy.deepcopy(model), idx.clone())
+    out = _shape(out, (2, 6, 11), "(B, T) -> (B, T, V)", mistakes=wrong_shapes)
     with torch.no_grad():
         expected = model(idx)
         if _same(out, expected):

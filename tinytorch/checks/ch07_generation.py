@@ -21,7 +21,6 @@ from tinytorch.checks.helpers import (
     _randn,
     _same,
     _shape,
-    _tensor,
 )
 from tinytorch.config import GPTConfig
 from tinytorch.generation import KVCache, generate, top_k_filter, top_p_filter
@@ -56,12 +55,12 @@ def _verify_greedy_decode(greedy_decode: Callable) -> None:
     model = _gpt(seed=210)  # block_size 8
     idx = _randint(11, (2, 3), seed=211)  # (B, T)
     with torch.no_grad():
-        out = _tensor(greedy_decode(copy.deepcopy(model), idx.clone(), 4))
-        if tuple(out.shape) == (2, 4):
-            raise Wrong(
-                "return the prompt followed by the new tokens, (B, T + max_new_tokens): torch.cat([idx, ...], dim=1)"
-            )
-        out = _shape(out, (2, 7), "(B, T + max_new_tokens)")
+        wrong_shapes = {
+            (2, 4): "return the prompt followed by the new tokens, (B, T + max_new_tokens): "
+            "torch.cat([idx, ...], dim=1)"
+        }
+        out = greedy_decode(copy.deepcopy(model), idx.clone(), 4)
+        out = _shape(out, (2, 7), "(B, T + max_new_tokens)", mistakes=wrong_shapes)
         if not torch.equal(out[:, :3], idx):
             raise Wrong("the result must start with the prompt idx, followed by the new tokens")
         expected = _greedy_loop(model, idx, 4)
@@ -160,11 +159,10 @@ def _verify_decode_step(decode_step: Callable) -> None:
         cache = KVCache(model.config, batch_size=2)
         model(prompt, cache)  # prefill: the cache holds 12 positions
         theirs, ours = copy.deepcopy(cache), copy.deepcopy(cache)
-        out = _tensor(decode_step(model, new.clone(), theirs))
+        wrong_shapes = {(2, 1, 11): "return the logits of the last position only, (B, V): logits[:, -1]"}
+        hint = "(B, V): the logits of the last new position"
+        out = _shape(decode_step(model, new.clone(), theirs), (2, 11), hint, mistakes=wrong_shapes)
         expected = _decode_step(model, new, ours)  # (B, V)
-        if tuple(out.shape) == (2, 1, 11):
-            raise Wrong("return the logits of the last position only, (B, V): logits[:, -1]")
-        out = _shape(out, (2, 11), "(B, V): the logits of the last new position")
         if not _same(out, expected):
             for start_pos, use_cache in ((0, True), (12, False)):
                 layers = copy.deepcopy(cache).layers
@@ -314,12 +312,12 @@ def _verify_last_outputs(my_last_outputs: Callable) -> None:
     full = attention_weights(q, k) @ v  # (B, nh, T, hs): every query
     for n in (3, 1, 7):
         call = f"my_last_outputs(q, k, v, {n}) with q, k and v of shape {(B, nh, T, hs)}"
-        out = _tensor(my_last_outputs(q.clone(), k.clone(), v.clone(), n), f"{call}'s result")
-        if tuple(out.shape) == (B, nh, T, hs) and n != T:
-            raise Wrong(f"{call}: expected shape {(B, nh, n, hs)}, got {(B, nh, T, hs)}: keep the last n queries")
-        out = _shape(
-            out, (B, nh, n, hs), "(B, nh, n, hs): an output for each of the last n queries", f"{call}'s result"
-        )
+        wrong_shapes = {
+            (B, nh, T, hs): f"{call}: expected shape {(B, nh, n, hs)}, got {(B, nh, T, hs)}: keep the last n queries"
+        }
+        hint = "(B, nh, n, hs): an output for each of the last n queries"
+        out = my_last_outputs(q.clone(), k.clone(), v.clone(), n)
+        out = _shape(out, (B, nh, n, hs), hint, f"{call}'s result", wrong_shapes)
         if _same(out, full[:, :, -n:]):
             continue
         scores = q[:, :, -n:] @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, n, T)

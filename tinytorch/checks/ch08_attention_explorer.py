@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from tinytorch.attention import causal_mask
 from tinytorch.checks import piece
-from tinytorch.checks.helpers import Wrong, _compare, _describe, _pair, _randn, _same, _shape, _tensor
+from tinytorch.checks.helpers import Wrong, _compare, _describe, _pair, _randn, _same, _shape
 
 
 def _previous_character_head(maps: torch.Tensor) -> tuple[int, int]:
@@ -78,10 +78,8 @@ def _verify_row_entropy(my_row_entropy: Callable) -> None:
         (drawn, _row_entropy(drawn), "random causal rows"),
     ]
     for weights, expected, what in cases:
-        out = _tensor(my_row_entropy(weights.clone()))
-        if tuple(out.shape) == (T, T):
-            raise Wrong(f"expected shape ({T},), got ({T}, {T}): one entropy per row, a sum over dim=-1")
-        out = _shape(out, (T,), "one entropy per row").detach()
+        wrong_shapes = {(T, T): f"expected shape ({T},), got ({T}, {T}): one entropy per row, a sum over dim=-1"}
+        out = _shape(my_row_entropy(weights.clone()), (T,), "one entropy per row", mistakes=wrong_shapes).detach()
         if torch.isnan(out).any():
             raise Wrong(
                 f"for {what} the entropy holds NaN: 0 * log 0 gave NaN; count it as 0, "

@@ -63,10 +63,27 @@ def _tensor(out: Any, what: str = "the result") -> torch.Tensor:
     raise Wrong(f"{what} must be a tensor, got {_kind(out)}")
 
 
-def _shape(out: Any, expected: tuple, hint: str = "", what: str = "the result") -> torch.Tensor:
-    """`out` if it is a tensor of the expected shape, else Wrong with both shapes."""
+def _returned(out: Any, call: str, kind: str, types: type | tuple[type, ...]) -> Any:
+    """`out` if it is an instance of `types`, else Wrong: a forgotten return statement, or what `call` must return."""
+    if out is None:
+        raise Wrong(f"{call} returned None: did you forget the return statement?")
+    if not isinstance(out, types):
+        raise Wrong(f"{call} must return {kind}, got {_kind(out)}")
+    return out
+
+
+def _shape(
+    out: Any, expected: tuple, hint: str = "", what: str = "the result", mistakes: dict[tuple, str] | None = None
+) -> torch.Tensor:
+    """`out` if it is a tensor of the expected shape, else Wrong with both shapes.
+
+    `mistakes` maps the shape a typical mistake gives to the message for it, e.g. {(B, T, V): "that is the one-hot
+    matrix; ..."}; any other wrong shape gets the two shapes and `hint`.
+    """
     out = _tensor(out, what)
     if tuple(out.shape) != tuple(expected):
+        if mistakes and tuple(out.shape) in mistakes:
+            raise Wrong(mistakes[tuple(out.shape)])
         prefix = "" if what == "the result" else f"{what}: "
         message = f"{prefix}expected shape {tuple(expected)}, got {tuple(out.shape)}"
         raise Wrong(message + (f": {hint}" if hint else ""))
