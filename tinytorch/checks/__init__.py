@@ -1,0 +1,190 @@
+"""Checks for the pieces the learner writes in the workbook: `check(name, answer)` says built, not yet or wrong.
+
+Hand-written (not generated from a notebook). Each piece has a reference (what later cells use until the learner's
+version is built) and a verify function that calls the learner's code on its own small, seeded inputs and raises
+`Wrong` with a message in the learner's terms at the first problem it finds. The exercises (pieces named my_...)
+come at the end of their chapter's module; an experiment that needs a notebook's data only calls the learner's
+function and checks what it found.
+
+This file holds the registry, `evaluate` and `check`; `helpers.py` the comparisons that the verify functions share;
+`ch03_attention.py` and its siblings the references and verify functions of one chapter each. A chapter's module
+registers its pieces when it is imported, so the chapters are imported at the end of this file, in course order
+(PIECES keeps that order, and the progress table follows it).
+"""
+
+import copy
+import inspect
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from tinytorch.bpe import _merge as _merge  # a trusted merge for tests/test_checks.py, as checks._merge
+from tinytorch.checks.helpers import Wrong, _describe, _expect_same
+
+__all__ = ["PIECES", "Piece", "Result", "Wrong", "check", "evaluate", "piece", "register", "register_exercise"]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A function the learner writes, with tinytorch's version and the check of the learner's."""
+
+    name: str  # what the learner writes, e.g. "attention_scores" (unique)
+    chapter: str  # notebook stem, e.g. "03_attention"
+    what: str  # one line, e.g. "scores q·kᵀ of every query against every key"
+    reference: Callable  # what later cells use until the learner's version is built
+    verify: Callable  # verify(answer) -> None; raises Wrong(message) at the first problem
+
+
+@dataclass(frozen=True)
+class Result:
+    """The verdict on one piece: status "built", "not yet" or "wrong"; message "" when built."""
+
+    name: str
+    status: str
+    message: str
+
+
+PIECES: dict[str, Piece] = {}  # in course order
+
+
+def register(name: str, chapter: str, what: str, reference: Callable, verify: Callable) -> Piece:
+    """Add a piece to PIECES; a name can be registered once."""
+    if name in PIECES:
+        raise ValueError(f"a piece named {name!r} is already registered (chapter {PIECES[name].chapter}); pick another")
+    PIECES[name] = Piece(name, chapter, what, reference, verify)
+    return PIECES[name]
+
+
+def piece(name: str, chapter: str, what: str, reference: Callable) -> Callable:
+    """Decorator: register the decorated function as the verify function of a piece."""
+
+    def decorate(verify: Callable) -> Callable:
+        register(name, chapter, what, reference, verify)
+        return verify
+
+    return decorate
+
+
+def register_exercise(
+    name: str,
+    chapter: str,
+    what: str,
+    reference: Callable,
+    cases: tuple | list = ((),),
+    atol: float = 1e-6,
+    rtol: float = 1e-6,
+    hint: str = "",
+) -> Piece:
+    """Register an exercise whose answer must return what `reference` returns, for each tuple of arguments in `cases`.
+
+    Numbers are compared with the tolerances, tensors value by value, lists and dicts item by item. A wrong number
+    is reported as too large or too small, so the message does not give the answer away; `hint` is added to it.
+    """
+
+    def verify(answer: Callable) -> None:
+        for args in cases:
+            call = f"{name}({', '.join(_describe(a) for a in args)})"
+            got = answer(*copy.deepcopy(args))
+            _expect_same(got, reference(*copy.deepcopy(args)), call, atol, rtol, hint)
+
+    return register(name, chapter, what, reference, verify)
+
+
+# ------------------------------------------------------------------------------------- evaluate and check
+
+_STUCK = "(the cells below use tinytorch's version until yours is built)"
+
+# (text in the error message, hint) for errors a learner typically meets, in their terms
+_HINTS = [
+    (
+        "view size is not compatible with input tensor's size and stride",
+        "call .contiguous() before .view(), or use .reshape()",
+    ),
+    ("torch.return_types", "x.max(dim=...) returns (values, indices): use x.max(dim=-1, keepdim=True).values"),
+    (
+        "must match the size of tensor b",
+        "the shapes do not line up: print them; keepdim=True keeps a reduced dimension",
+    ),
+    ("shapes cannot be multiplied", "the inner sizes of a matrix product must agree: print both shapes"),
+    ("tensors used as indices must be long", "token ids must be int64: call .long()"),
+    ("expected scalar type Long", "token ids must be int64: call .long()"),
+    ("index out of range in self", "an id is too large for its embedding table: ids must be below its number of rows"),
+    ("division by zero", "a count is 0 here: handle that case on its own (e.g. warmup_steps = 0 means no warmup)"),
+]
+
+
+def _hint(name: str, error: Exception) -> str:
+    """A hint for an error raised by the learner's code, or ""."""
+    text = str(error)
+    if isinstance(error, NameError):
+        return "is it defined in a cell above, and did that cell run?"
+    if isinstance(error, TypeError) and "argument" in text and name in PIECES:
+        return f"keep the signature given in the cell: def {name}{inspect.signature(PIECES[name].reference)}"
+    return next((hint for needle, hint in _HINTS if needle in text), "")
+
+
+def evaluate(name: str, answer: Any) -> Result:
+    """The verdict on the learner's `answer` for piece `name`; never raises for the learner's mistakes.
+
+    The global random state is restored afterwards, so a check does not change what later cells draw.
+    """
+    if name not in PIECES:
+        raise ValueError(f"no piece named {name!r}; known pieces: {', '.join(PIECES)}")
+    if not callable(answer):
+        return Result(name, "wrong", f"{name} is not a function: define it with def {name}(...):")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            PIECES[name].verify(answer)
+    except NotImplementedError:
+        return Result(name, "not yet", "")
+    except Wrong as wrong:
+        return Result(name, "wrong", str(wrong))
+    except Exception as error:  # the learner's code raised: say what, in one line
+        lines = str(error).strip().splitlines()
+        first = lines[0][:200].rstrip(".") if lines else ""
+        message = f"calling {name} raised {type(error).__name__}" + (f": {first}" if first else "")
+        hint = _hint(name, error)
+        return Result(name, "wrong", message + (f"; {hint}" if hint else ""))
+    return Result(name, "built", "")
+
+
+def check(name: str, answer: Any) -> Callable:
+    """Print one line on the learner's piece and return it when built, else tinytorch's version.
+
+    With the environment variable TINYTORCH_CHECK_REPORT set to a file, also append the result to it as a JSON line
+    (`tinytorch check` reads it).
+    """
+    result = evaluate(name, answer)
+    line = f"{name}: {result.status}"
+    if result.status == "wrong":
+        line += f": {result.message}"
+    if result.status != "built":
+        line += f" {_STUCK}"
+    print(line)
+    report = os.environ.get("TINYTORCH_CHECK_REPORT")
+    if report:
+        with open(report, "a", encoding="utf-8") as file:
+            file.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
+    return answer if result.status == "built" else PIECES[name].reference
+
+
+# Importing a chapter registers its pieces, so the chapters come after the registry (E402) and are imported for that
+# alone (F401), in course order: their names sort in it, and PIECES and the progress table keep it.
+from tinytorch.checks import (  # noqa: E402, F401
+    ch00_introduction,
+    ch01_utilities,
+    ch02_embeddings,
+    ch02b_subwords,
+    ch03_attention,
+    ch04_blocks,
+    ch05_gpt,
+    ch06_training,
+    ch07_generation,
+    ch08_attention_explorer,
+    ch09_training_runs,
+    ch10_budget,
+)

@@ -1,0 +1,308 @@
+"""The checks of notebooks/03_attention.ipynb: a reference and a verify function per piece and exercise."""
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tinytorch.attention import CausalSelfAttention, attention_weights, causal_mask
+from tinytorch.checks import piece
+from tinytorch.checks.helpers import Wrong, _compare, _num, _number, _position, _randn, _same, _shape
+from tinytorch.config import GPTConfig, count_parameters
+
+
+def _attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Scores of every query against every key: (..., T, hs), (..., T, hs) -> (..., T, T)."""
+    return q @ k.transpose(-2, -1)  # (..., T, T)
+
+
+def _scale_scores(scores: torch.Tensor, head_size: int) -> torch.Tensor:
+    """Scores divided by √head_size, so that their variance stays near 1."""
+    return scores / math.sqrt(head_size)
+
+
+def _mask_future(scores: torch.Tensor) -> torch.Tensor:
+    """Scores (..., T, T) with -inf where the key comes after the query; a new tensor."""
+    T = scores.size(-1)
+    return scores.masked_fill(~causal_mask(T, T, scores.device), float("-inf"))
+
+
+def _softmax_rows(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension: every row becomes positive weights that sum to 1."""
+    return F.softmax(scores, dim=-1)
+
+
+def _weighted_sum(weights: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Each position's weighted sum of the values: (..., T, T), (..., T, hs) -> (..., T, hs)."""
+    return weights @ v
+
+
+def _split_heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
+    """(B, T, C) -> (B, nh, T, hs)."""
+    B, T, C = x.shape
+    return x.view(B, T, n_head, C // n_head).transpose(1, 2)  # (B, T, nh, hs) -> (B, nh, T, hs)
+
+
+def _merge_heads(y: torch.Tensor) -> torch.Tensor:
+    """(B, nh, T, hs) -> (B, T, C)."""
+    B, nh, T, hs = y.shape
+    return y.transpose(1, 2).contiguous().view(B, T, nh * hs)  # (B, T, nh, hs) -> (B, T, C)
+
+
+@piece("attention_scores", "03_attention", "scores q·kᵀ of every query against every key", _attention_scores)
+def _verify_attention_scores(attention_scores: Callable) -> None:
+    q, k = _randn(2, 5, 4, seed=30), _randn(2, 5, 4, seed=31)  # (B, T, hs)
+    expected = q @ k.transpose(-2, -1)  # (B, T, T)
+    hint = "(B, T, hs) @ (B, hs, T) -> (B, T, T): transpose k's last two dimensions"
+    out = _shape(attention_scores(q.clone(), k.clone()), (2, 5, 5), hint)
+    if not _same(out, expected) and _same(out, expected.transpose(-2, -1)):
+        raise Wrong("scores[t, j] must be q_t · k_j; yours is k_t · q_j: did you swap q and k?")
+    if not _same(out, expected) and (_same(out, expected / 2) or _same(out, expected / 4)):
+        raise Wrong("the scores are already divided: that is the next step (scale_scores); here return q @ kᵀ")
+    _compare(out, expected)
+    q, k = _randn(2, 3, 5, 4, seed=32), _randn(2, 3, 5, 4, seed=33)  # (B, nh, T, hs): several heads
+    hint = "with heads, q and k are (B, nh, T, hs): transpose the last two dimensions, k.transpose(-2, -1)"
+    try:
+        out = attention_scores(q.clone(), k.clone())
+    except RuntimeError as error:
+        raise Wrong(f"with q and k of shape (2, 3, 5, 4) it raised RuntimeError: {str(error)[:120]}; {hint}") from None
+    _compare(_shape(out, (2, 3, 5, 5), hint), q @ k.transpose(-2, -1))
+
+
+@piece("scale_scores", "03_attention", "scores divided by √hs, so that their variance stays near 1", _scale_scores)
+def _verify_scale_scores(scale_scores: Callable) -> None:
+    hs = 64
+    q, k = _randn(4, 16, hs, seed=40), _randn(4, 16, hs, seed=41)  # (B, T, hs), entries of variance 1
+    scores = q @ k.transpose(-2, -1)  # (B, T, T): variance about hs
+    out = _shape(scale_scores(scores.clone(), hs), (4, 16, 16))
+    expected = scores / math.sqrt(hs)
+    if _same(out, expected):
+        return
+    variance = _num(out.detach().double().var(), 2)
+    if _same(out, scores):
+        raise Wrong(f"the scores' variance is {variance}, expected about 1: did you divide by √hs?")
+    if _same(out, scores / hs):
+        raise Wrong(f"the scores' variance is {variance}, expected about 1: divide by √hs, not hs")
+    if _same(out, scores / math.sqrt(scores.size(-1))):
+        raise Wrong("divide by √head_size, the length of the q and k vectors, not by the scores' last dimension (T)")
+    if _same(out, scores * math.sqrt(hs)):
+        raise Wrong(f"the scores' variance is {variance}, expected about 1: divide by √hs, do not multiply")
+    _compare(out, expected)
+
+
+@piece("mask_future", "03_attention", "-inf on the scores of keys that come after their query", _mask_future)
+def _verify_mask_future(mask_future: Callable) -> None:
+    scores = _randn(2, 5, 5, seed=50)  # (B, T, T)
+    given = scores.clone()
+    out = _shape(mask_future(given), (2, 5, 5)).detach()
+    future = ~causal_mask(5, 5)  # (T, T): True above the diagonal, key j after query t
+    past = torch.ones(5, 5, dtype=torch.bool).tril(diagonal=-1)
+    diagonal = torch.eye(5, dtype=torch.bool)
+    hidden = torch.isneginf(out)  # (B, T, T)
+    if (out[..., future] == 0).all() and not hidden.any():
+        raise Wrong("hidden scores must be -inf, not 0: softmax still gives a score of 0 a weight")
+    if hidden[..., past].any() and not hidden[..., future].all():
+        raise Wrong("the past is hidden instead of the future: hide keys after their query (j > t, above the diagonal)")
+    if hidden[..., diagonal].any():
+        raise Wrong("a token may look at itself: keep the diagonal")
+    if not hidden[..., future].all():
+        shown = out.masked_fill(~future, float("-inf"))  # only the future entries, -inf where correctly hidden
+        where = _position(int((~torch.isneginf(shown)).flatten().nonzero()[0]), out.shape)
+        value = out[where].item()
+        if value < -1e3:
+            raise Wrong(f"hidden scores must be float('-inf'), got {_num(value, 2)}: use float('-inf')")
+        raise Wrong(
+            f"the score at position {where} (query {where[-2]}, key {where[-1]}) must be -inf: hide every key j > t"
+        )
+    _compare(out, _mask_future(scores))  # the rest unchanged
+    if not torch.equal(given, scores):
+        raise Wrong("your mask_future changed its input: use masked_fill, not masked_fill_: return a new tensor")
+    scores = _randn(2, 3, 4, 4, seed=51)  # (B, nh, T, T): several heads, another T
+    _compare(mask_future(scores.clone()), _mask_future(scores))
+
+
+@piece("softmax_rows", "03_attention", "softmax of each row, from scratch, safe for large scores", _softmax_rows)
+def _verify_softmax_rows(softmax_rows: Callable) -> None:
+    scores = _randn(2, 4, 6, seed=60) * 2  # (B, T, T) stand-in: 4 rows of 6 scores
+    out = _shape(softmax_rows(scores.clone()), (2, 4, 6)).detach()
+    expected = F.softmax(scores, dim=-1)
+    if not _same(out, expected):
+        if torch.allclose(out.sum(dim=-2), torch.ones(2, 6), atol=1e-5):
+            raise Wrong("the columns sum to 1, the rows must: sum over dim=-1")
+        if torch.allclose(out.sum(), torch.tensor(1.0), atol=1e-5):
+            raise Wrong("the whole tensor sums to 1, each row must: e.sum(dim=-1, keepdim=True)")
+        _compare(out, expected)
+    large = _randn(2, 4, 6, seed=61) * 3 + 1000  # rows of scores around 1000: exp(1000) overflows
+    out = _shape(softmax_rows(large.clone()), (2, 4, 6)).detach()
+    if not torch.isfinite(out).all():
+        raise Wrong("softmax overflows on large scores: subtract each row's max before exp")
+    _compare(out, F.softmax(large, dim=-1))
+    masked = _mask_future(_randn(2, 5, 5, seed=62))  # -inf above the diagonal, as after mask_future
+    out = _shape(softmax_rows(masked.clone()), (2, 5, 5)).detach()
+    hidden = torch.isneginf(masked)
+    if not (out[hidden] == 0).all():
+        value = out[hidden][out[hidden] != 0][0].item()
+        raise Wrong(f"a score of -inf must get weight 0, got {_num(value, 2)}: exp(-inf - max) = 0")
+    _compare(out, F.softmax(masked, dim=-1))
+
+
+@piece("causal_weights", "03_attention", "the four steps together: scores, scale, mask, softmax", attention_weights)
+def _verify_causal_weights(causal_weights: Callable) -> None:
+    T, hs = 6, 16
+    q, k = _randn(2, T, hs, seed=70), _randn(2, T, hs, seed=71)  # (B, T, hs)
+    out = _shape(causal_weights(q.clone(), k.clone()), (2, T, T), "(B, T, hs) x 2 -> (B, T, T)").detach()
+    expected = attention_weights(q, k)  # (B, T, T)
+    if _same(out, expected):
+        return
+    sums = out.sum(dim=-1)  # (B, T)
+    off = ~torch.isclose(sums, torch.ones_like(sums), atol=1e-4)  # NaN and inf are off too
+    if off.any():
+        b, t = _position(int(off.flatten().nonzero()[0]), off.shape)
+        raise Wrong(f"row {t} sums to {_num(sums[b, t], 2)}, not 1: is the mask applied before the softmax?")
+    future = ~causal_mask(T, T)  # (T, T): True above the diagonal
+    ahead = out.masked_fill(~future, 0).abs()  # (B, T, T): the weights on future keys
+    if (ahead > 1e-6).any():
+        b, t, _ = _position(int((ahead > 1e-6).flatten().nonzero()[0]), ahead.shape)
+        j = int(ahead[b, t].argmax())
+        raise Wrong(
+            f"row {t} puts weight {_num(out[b, t, j], 2)} on a future position (key {j}): "
+            "is the mask applied before the softmax?"
+        )
+    raw = (q @ k.transpose(-2, -1)).masked_fill(future, float("-inf"))  # (B, T, T), unscaled
+    if _same(out, F.softmax(raw, dim=-1)):
+        raise Wrong("the weights are too sharp: did you divide the scores by √hs?")
+    if _same(out, F.softmax(raw / hs, dim=-1)):
+        raise Wrong("the weights are too flat: divide the scores by √hs, not hs")
+    _compare(out, expected)
+
+
+@piece("weighted_sum", "03_attention", "each position's weighted sum of the values, weights @ v", _weighted_sum)
+def _verify_weighted_sum(weighted_sum: Callable) -> None:
+    weights = attention_weights(_randn(2, 5, 4, seed=80), _randn(2, 5, 4, seed=81))  # (B, T, T), causal rows
+    v = _randn(2, 5, 3, seed=82)  # (B, T, hs)
+    out = _shape(weighted_sum(weights.clone(), v.clone()), (2, 5, 3), "(B, T, T) @ (B, T, hs) -> (B, T, hs)")
+    if not _same(out, weights @ v) and _same(out, weights.transpose(-2, -1) @ v):
+        raise Wrong("output 0 mixes in values of later positions: use weights @ v")
+    _compare(out, weights @ v)
+    weights = attention_weights(_randn(2, 2, 5, 4, seed=83), _randn(2, 2, 5, 4, seed=84))  # (B, nh, T, T)
+    v = _randn(2, 2, 5, 3, seed=85)  # (B, nh, T, hs)
+    _compare(_shape(weighted_sum(weights.clone(), v.clone()), (2, 2, 5, 3), "with heads too"), weights @ v)
+
+
+@piece("split_heads", "03_attention", "(B, T, C) -> (B, nh, T, hs): one (T, hs) table per head", _split_heads)
+def _verify_split_heads(split_heads: Callable) -> None:
+    B, T, C, nh = 2, 5, 12, 3
+    hs = C // nh
+    x = _randn(B, T, C, seed=90)
+    wrong_shapes = {
+        (B, T, nh, hs): f"expected shape {(B, nh, T, hs)}, got {(B, T, nh, hs)}: "
+        "transpose(1, 2) puts the heads before the positions"
+    }
+    out = _shape(split_heads(x.clone(), nh), (B, nh, T, hs), mistakes=wrong_shapes)
+    if not torch.equal(out[:, 0, 1], x[:, 1, :hs]):
+        raise Wrong("head 0 at position 1 should hold x[:, 1, :hs]: view as (B, T, nh, hs), then transpose(1, 2)")
+    _compare(out, _split_heads(x, nh))
+
+
+@piece("merge_heads", "03_attention", "(B, nh, T, hs) -> (B, T, C): the heads side by side again", _merge_heads)
+def _verify_merge_heads(merge_heads: Callable) -> None:
+    B, nh, T, hs = 2, 3, 5, 4
+    y = _randn(B, nh, T, hs, seed=91)
+    out = _shape(merge_heads(y.clone()), (B, T, nh * hs), "(B, nh, T, hs) -> (B, T, nh * hs)")
+    expected = _merge_heads(y)
+    if not _same(out, expected) and _same(out, y.reshape(B, T, nh * hs)):
+        raise Wrong(
+            "position 0's output holds numbers from other positions: transpose(1, 2) back before joining the heads"
+        )
+    _compare(out, expected)
+
+
+def _attention_parameters(C: int) -> int:
+    """Parameters of CausalSelfAttention of width C, with biases."""
+    with torch.device("meta"):  # only shapes are counted: no memory, no random numbers
+        return count_parameters(CausalSelfAttention(GPTConfig(n_embd=C, n_head=1)))
+
+
+def _bidirectional_weights(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Softmax(q k^T / sqrt(hs)) without a mask: (..., T, hs) x 2 -> (..., T, T)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(k.size(-1))  # (..., T, T): no mask
+    return F.softmax(scores, dim=-1)
+
+
+def _window_mask(T: int, window: int) -> torch.Tensor:
+    """(T, T) bool: True where 0 <= t - j < window."""
+    distance = torch.arange(T)[:, None] - torch.arange(T)[None, :]  # (T, T): t - j
+    return (distance >= 0) & (distance < window)
+
+
+@piece("my_attention_parameters", "03_attention", "the parameters of attention of width C", _attention_parameters)
+def _verify_attention_parameters(my_attention_parameters: Callable) -> None:
+    for C, n_head in ((32, 1), (32, 4), (128, 8)):
+        call = f"my_attention_parameters({C})"
+        got = _number(my_attention_parameters(C), f"{call}'s result")
+        with torch.device("meta"):
+            expected = count_parameters(CausalSelfAttention(GPTConfig(n_embd=C, n_head=n_head)))
+        if got == expected:
+            continue
+        hint = ""
+        if got in (4 * C * C, 3 * C * C):
+            hint = ": count the biases too; a Linear(C, n) has n of them"
+        if got in (3 * C * C + 3 * C, 3 * C * C):
+            hint += ": the output projection, Linear(C, C), counts too"
+        raise Wrong(
+            f"{call} returned {_num(got)}, but CausalSelfAttention of width {C} with {n_head} head(s) has "
+            f"{'more' if got < expected else 'fewer'} parameters{hint or ': count the qkv and proj Linear layers'}"
+        )
+
+
+@piece("my_bidirectional_weights", "03_attention", "attention weights without the causal mask", _bidirectional_weights)
+def _verify_bidirectional_weights(my_bidirectional_weights: Callable) -> None:
+    for shape, seed in (((2, 2, 6, 8), 330), ((3, 5, 4), 332)):  # (B, nh, T, hs), then (B, T, hs)
+        T, hs = shape[-2], shape[-1]
+        q, k = _randn(*shape, seed=seed), _randn(*shape, seed=seed + 1)
+        hint = "q and k (..., T, hs) give weights (..., T, T)"
+        out = _shape(my_bidirectional_weights(q.clone(), k.clone()), (*shape[:-1], T), hint).detach()
+        expected = _bidirectional_weights(q, k)
+        if _same(out, expected):
+            continue
+        if (out[..., ~causal_mask(T, T)] == 0).all():
+            raise Wrong(
+                "the weights above the diagonal are 0: you masked the future; an encoder lets every token "
+                "see every other token, so leave out the mask"
+            )
+        sums = out.double().sum(dim=-1)
+        if not torch.allclose(sums, torch.ones_like(sums), atol=1e-4):
+            raise Wrong("each row of weights must sum to 1: softmax over the keys, dim=-1")
+        raw = q @ k.transpose(-2, -1)  # (..., T, T), unscaled
+        if _same(out, F.softmax(raw, dim=-1)):
+            raise Wrong("the weights are too sharp: did you divide the scores by √hs?")
+        if _same(out, F.softmax(raw / hs, dim=-1)):
+            raise Wrong("the weights are too flat: divide the scores by √hs, not hs")
+        _compare(out, expected)
+
+
+@piece("my_window_mask", "03_attention", "a sliding-window causal mask", _window_mask)
+def _verify_window_mask(my_window_mask: Callable) -> None:
+    for T, window in ((6, 3), (6, 6), (6, 1), (5, 9)):
+        call = f"my_window_mask({T}, {window})"
+        out = _shape(my_window_mask(T, window), (T, T), what=f"{call}'s result")
+        if out.dtype != torch.bool:
+            raise Wrong(f"{call} has dtype {out.dtype}: return a bool tensor, e.g. (t - j >= 0) & (t - j < window)")
+        if window >= T:
+            want = causal_mask(T, T)  # every earlier token fits in the window
+        else:
+            want = torch.eye(T, dtype=torch.bool) if window == 1 else _window_mask(T, window)
+        if torch.equal(out, want):
+            continue
+        if torch.equal(out, want.T):
+            raise Wrong(f"{call} lets queries look at later keys: True where the key j is at or before the query t")
+        if torch.equal(out, _window_mask(T, window + 1)):
+            raise Wrong(f"{call} is one too wide: token t sees itself and the window - 1 before it, t - j < window")
+        if window > 1 and torch.equal(out, _window_mask(T, window - 1)):
+            raise Wrong(f"{call} is one too narrow: token t sees itself too, t - j >= 0")
+        t, j = _position(int((out != want).flatten().nonzero()[0]), out.shape)
+        raise Wrong(
+            f"in {call}, query {t} {'may' if want[t, j] else 'may not'} look at key {j} (t - j = {t - j}), "
+            f"but the mask holds {bool(out[t, j])} there"
+        )

@@ -1,0 +1,290 @@
+"""The checks of notebooks/04_blocks.ipynb: a reference and a verify function per piece and exercise."""
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinytorch.blocks import Block
+from tinytorch.checks import piece
+from tinytorch.checks.helpers import (
+    Wrong,
+    _close,
+    _compare,
+    _generator,
+    _num,
+    _number,
+    _pair,
+    _randn,
+    _randomized,
+    _same,
+    _shape,
+)
+from tinytorch.config import GPTConfig, count_parameters
+
+
+def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5) -> torch.Tensor:
+    """LayerNorm over the last dimension: (..., C) -> (..., C)."""
+    return F.layer_norm(x, weight.shape, weight, bias, eps)
+
+
+def _layer_norm_variant(x, weight, bias, eps=1e-5, dim=-1, unbiased=False, eps_inside=True) -> torch.Tensor:
+    """LayerNorm written out, with one of the typical mistakes switched on."""
+    mean = x.mean(dim=dim, keepdim=True)
+    var = x.var(dim=dim, keepdim=True, unbiased=unbiased)
+    x_hat = (x - mean) / (torch.sqrt(var + eps) if eps_inside else torch.sqrt(var) + eps)
+    y = x_hat if weight is None else x_hat * weight
+    return y if bias is None else y + bias
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU, the tanh approximation: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))."""
+    return F.gelu(x, approximate="tanh")
+
+
+def _mlp_forward(x: torch.Tensor, fc: nn.Linear, proj: nn.Linear) -> torch.Tensor:
+    """The MLP: (B, T, C) -> (B, T, 4C) -> GELU -> (B, T, C)."""
+    return proj(F.gelu(fc(x), approximate="tanh"))
+
+
+def _block_forward(x: torch.Tensor, block: Block) -> torch.Tensor:
+    """The pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). (B, T, C) -> (B, T, C)."""
+    return block(x)
+
+
+@piece("layer_norm", "04_blocks", "LayerNorm from scratch: normalise each token, then scale and shift", _layer_norm)
+def _verify_layer_norm(layer_norm: Callable) -> None:
+    C = 8
+    x = _randn(2, 4, C, seed=100) * 2 + 0.5  # (B, T, C)
+    weight, bias = 1 + 0.3 * _randn(C, seed=101), 0.3 * _randn(C, seed=102)
+    out = _shape(layer_norm(x.clone(), weight.clone(), bias.clone()), (2, 4, C))
+    if not _same(out, _layer_norm(x, weight, bias)):
+        if _same(out, _layer_norm_variant(x, weight, bias, unbiased=True)):
+            raise Wrong("LayerNorm: the variance must be the biased one (unbiased=False)")
+        if any(_same(out, _layer_norm_variant(x, weight, bias, dim=dim)) for dim in (-2, (-2, -1), (0, 1, 2))):
+            raise Wrong("normalise each token's C numbers: mean and variance over dim=-1")
+        if _same(out, _layer_norm_variant(x, None, None)):
+            raise Wrong("the weight and bias are not applied: return x_hat * weight + bias")
+        if _same(out, _layer_norm_variant(x, None, bias)):
+            raise Wrong("the weight is not applied: multiply the normalised x by weight")
+        if _same(out, _layer_norm_variant(x, weight, None)):
+            raise Wrong("the bias is not applied: add bias after multiplying by weight")
+        _compare(out, _layer_norm(x, weight, bias))
+    tiny = _randn(2, 4, C, seed=103) * 1e-3  # tokens whose variance (about 1e-6) is below eps
+    out = _shape(layer_norm(tiny.clone(), weight.clone(), bias.clone()), (2, 4, C))
+    if not _same(out, _layer_norm(tiny, weight, bias)):
+        if _same(out, _layer_norm_variant(tiny, weight, bias, eps_inside=False)):
+            raise Wrong("eps goes inside the square root: sqrt(var + eps)")
+        if _same(out, _layer_norm_variant(tiny, weight, bias, eps=0.0)):
+            raise Wrong("add eps inside the square root, sqrt(var + eps): tokens with a tiny variance blow up without")
+        _compare(out, _layer_norm(tiny, weight, bias))
+    out = layer_norm(tiny.clone(), weight.clone(), bias.clone(), eps=0.1)
+    if not _same(out, _layer_norm(tiny, weight, bias, eps=0.1)) and _same(out, _layer_norm(tiny, weight, bias)):
+        raise Wrong("use the eps argument (here 0.1), not a fixed 1e-5")
+    _compare(out, _layer_norm(tiny, weight, bias, eps=0.1))
+    try:
+        out = layer_norm(x.clone(), weight.clone(), None)
+    except TypeError as error:
+        if "NoneType" not in str(error):
+            raise
+        raise Wrong(
+            "bias may be None (a LayerNorm without bias): add it only when given, y if bias is None else y + bias"
+        ) from None
+    _compare(out, _layer_norm(x, weight, None))
+
+
+@piece("gelu", "04_blocks", "GPT-2's GELU, the tanh approximation", _gelu)
+def _verify_gelu(gelu: Callable) -> None:
+    x = torch.cat([torch.linspace(-5, 5, 101, dtype=torch.float64), _randn(50, seed=110, dtype=torch.float64) * 3])
+    out = _shape(gelu(x.clone()), tuple(x.shape))
+    tight = {"atol": 1e-6, "rtol": 1e-6}  # the exact GELU differs from the tanh one by about 1e-4
+    if not _same(out, _gelu(x), **tight):
+        c = math.sqrt(2 / math.pi)
+        if _same(out, F.gelu(x), **tight):
+            raise Wrong(
+                "that is the exact GELU; GPT-2 uses the tanh approximation 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))"
+            )
+        if _same(out, F.relu(x), **tight):
+            raise Wrong("that is ReLU; GELU is smooth: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))")
+        if _same(out, 0.5 * x * (1 + torch.tanh(c * (x + 0.044715 * x**2))), **tight):
+            raise Wrong("use x³ inside the tanh: 0.044715·x³ (x ** 3), not x²")
+        if _same(out, 2 * _gelu(x), **tight):
+            raise Wrong("the result is twice too large: 0.5·x·(1 + tanh(...))")
+        _compare(out, _gelu(x), **tight)
+    x32 = _randn(3, 7, seed=111) * 2  # float32, as in a model
+    _compare(gelu(x32.clone()), _gelu(x32))
+
+
+@piece("mlp_forward", "04_blocks", "the MLP: fc, GELU, proj", _mlp_forward)
+def _verify_mlp_forward(mlp_forward: Callable) -> None:
+    C = 8
+    with torch.random.fork_rng(devices=[]):  # nn.Linear() draws initial weights from the global generator
+        fc, proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+    fc, proj = _randomized(fc, 120, 0.5).double(), _randomized(proj, 121, 0.5).double()  # float64: GELUs differ by 1e-4
+    x = _randn(2, 3, C, seed=122, dtype=torch.float64)  # (B, T, C)
+    out = _shape(mlp_forward(x.clone(), copy.deepcopy(fc), copy.deepcopy(proj)), (2, 3, C), "(B, T, C) -> (B, T, C)")
+    tight = {"atol": 1e-7, "rtol": 1e-7}
+    with torch.no_grad():
+        h = fc(x)  # (B, T, 4C)
+        expected = proj(F.gelu(h, approximate="tanh"))  # (B, T, C)
+        if _same(out, expected, **tight):
+            return
+        if _same(out, proj(h), **tight):
+            raise Wrong("there is no GELU between fc and proj: two Linear layers in a row are one Linear layer")
+        if _same(out, proj(F.relu(h)), **tight):
+            raise Wrong("that is ReLU between fc and proj; GPT-2 uses GELU, the tanh approximation")
+        if _same(out, proj(F.gelu(h)), **tight):
+            raise Wrong('that is the exact GELU; GPT-2 uses the tanh approximation: F.gelu(h, approximate="tanh")')
+        _compare(out, expected, **tight)
+
+
+@piece("block_forward", "04_blocks", "the pre-norm Transformer block with its residual connections", _block_forward)
+def _verify_block_forward(block_forward: Callable) -> None:
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    with torch.random.fork_rng(devices=[]):  # Block() draws initial weights from the global generator
+        block = _randomized(Block(config), 130)
+    x = _randn(2, 5, 16, seed=131)  # (B, T, C)
+    out = _shape(block_forward(x.clone(), copy.deepcopy(block)), (2, 5, 16), "(B, T, C) -> (B, T, C)")
+    with torch.no_grad():
+        expected = block(x)
+        if _same(out, expected):
+            return
+        attn, mlp, ln_1, ln_2 = block.attn, block.mlp, block.ln_1, block.ln_2
+        h = ln_1(x + attn(x))  # post-norm: the sum is normalised
+        if _same(out, ln_2(h + mlp(h))):
+            raise Wrong("normalise the branch's input, not the sum: x = x + attn(ln_1(x))")
+        h = x + attn(ln_1(x))
+        a = attn(ln_1(x))
+        if any(_same(out, y) for y in (mlp(ln_2(a)), a + mlp(ln_2(a)), mlp(ln_2(h)))):
+            raise Wrong("the block must add to x: x = x + ...")
+        if _same(out, h + mlp(ln_2(x))):
+            raise Wrong("the MLP must read the updated stream: after x = x + attn(ln_1(x)), x = x + mlp(ln_2(x))")
+        _compare(out, expected)
+
+
+def _gpt2_block() -> tuple[int, float]:
+    """(parameters of one GPT-2 small block, the fraction of them in its MLP), counted on a real block."""
+    with torch.device("meta"):  # only shapes are counted: no memory, no random numbers
+        block = Block(GPTConfig.from_preset("gpt2"))
+    params = count_parameters(block)
+    return params, count_parameters(block.mlp) / params
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """RMSNorm over the last dimension: (..., C) -> (..., C)."""
+    return F.rms_norm(x, (x.size(-1),), weight, eps)
+
+
+def _written_into_stream(depth: int, scale_residual: bool) -> float:
+    """Std of what `depth` GPT-2-initialized blocks add to a fixed float64 input (4, 16, 64)."""
+    config = GPTConfig(block_size=16, n_layer=depth, n_head=4, n_embd=64)
+    with torch.random.fork_rng(devices=[]):  # Block() draws initial weights from the global generator
+        stack = nn.Sequential(*[Block(config) for _ in range(depth)]).double()
+    generator = torch.Generator().manual_seed(depth)  # GPT-2's initialization, as chapter 04's init_like_gpt2
+    for module in stack.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02, generator=generator)
+            nn.init.zeros_(module.bias)
+    if scale_residual:
+        for name, param in stack.named_parameters():
+            if name.endswith("proj.weight"):  # attn.proj and mlp.proj write into the residual stream
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * depth), generator=generator)
+    x_probe = torch.randn(4, 16, 64, generator=_generator(1), dtype=torch.float64)  # (B, T, C)
+    with torch.no_grad():
+        return (stack(x_probe) - x_probe).std().item()
+
+
+@piece("my_gpt2_block", "04_blocks", "the parameters of a GPT-2 block and the MLP's share of them", _gpt2_block)
+def _verify_gpt2_block(my_gpt2_block: Callable) -> None:
+    out = _pair(my_gpt2_block(), "(parameters of the block, the fraction of them in its MLP)")
+    params, fraction = _number(out[0], "the parameter count"), _number(out[1], "the MLP's fraction")
+    want_params, want_fraction = _gpt2_block()
+    C = 768
+    if params != want_params:
+        if params == 12 * C * C:
+            raise Wrong(
+                f"{params:,.0f} is 12·C², the matrices only: count the biases, and the two LayerNorms' weights and "
+                "biases, too"
+            )
+        raise Wrong(
+            f"a GPT-2 block has {'more' if params < want_params else 'fewer'} than {params:,.0f} parameters: count "
+            "attention (qkv and proj), the MLP (fc and proj) and the two LayerNorms, with their biases"
+        )
+    if not 0 < fraction < 1:
+        raise Wrong(
+            f"the MLP's fraction is {_num(fraction)}: a share between 0 and 1, MLP parameters / block parameters"
+        )
+    if not _close(fraction, want_fraction, 1e-6):
+        if _close(fraction, 2 / 3, 1e-9):
+            raise Wrong("exactly 2/3 counts the matrices only: count the MLP's biases, and the block's, too")
+        raise Wrong(
+            f"the MLP's fraction {fraction:.4f} is too {'large' if fraction > want_fraction else 'small'}: the MLP is "
+            "fc, Linear(C, 4C), and proj, Linear(4C, C), with their biases"
+        )
+
+
+@piece("my_rms_norm", "04_blocks", "RMSNorm: divide by the root mean square, no mean subtracted", _rms_norm)
+def _verify_rms_norm(my_rms_norm: Callable) -> None:
+    C = 8
+    x = _randn(2, 4, C, seed=340) * 2 + 1  # (B, T, C): a mean far from 0, so that LayerNorm differs
+    weight = 1 + 0.3 * _randn(C, seed=341)
+    out = _shape(my_rms_norm(x.clone(), weight.clone()), (2, 4, C)).detach()
+    if not _same(out, _rms_norm(x, weight)):
+        if _same(out, F.layer_norm(x, (C,), weight, None, 1e-5)) or torch.allclose(
+            (out / weight).mean(dim=-1), torch.zeros(2, 4), atol=1e-4
+        ):
+            raise Wrong("you subtracted the mean: that is LayerNorm; RMSNorm divides x itself by sqrt(mean(x²) + eps)")
+        if _same(out, _rms_norm(x, torch.ones(C))):
+            raise Wrong("the weight is not applied: multiply the normalised x by weight")
+        if _same(out, x / torch.sqrt((x**2).sum(dim=-1, keepdim=True) + 1e-5) * weight):
+            raise Wrong("divide by the root of the mean of x² over the C numbers, not of their sum: .mean(dim=-1)")
+        _compare(out, _rms_norm(x, weight))
+    tiny = _randn(3, C, seed=342) * 1e-3  # (T, C): a mean square about 1e-6, below eps
+    out = _shape(my_rms_norm(tiny.clone(), weight.clone()), (3, C), "(..., C) -> (..., C), also for (T, C)")
+    if not _same(out, _rms_norm(tiny, weight)):
+        rms = (tiny**2).mean(dim=-1, keepdim=True).sqrt()  # (T, 1)
+        if _same(out, tiny / (rms + 1e-5) * weight):
+            raise Wrong("eps goes inside the square root: sqrt(mean(x²) + eps)")
+        if _same(out, tiny / rms * weight):
+            raise Wrong("add eps inside the square root, sqrt(mean(x²) + eps): tiny vectors blow up without it")
+        _compare(out, _rms_norm(tiny, weight))
+    out = my_rms_norm(tiny.clone(), weight.clone(), eps=0.1)
+    if not _same(out, _rms_norm(tiny, weight, 0.1)) and _same(out, _rms_norm(tiny, weight)):
+        raise Wrong("use the eps argument (here 0.1), not a fixed 1e-5")
+    _compare(_shape(out, (3, C)), _rms_norm(tiny, weight, 0.1))
+
+
+@piece(
+    "my_written_into_stream",
+    "04_blocks",
+    "experiment: what 24 blocks write into the stream, with and without the 1/√(2L) scaling",
+    _written_into_stream,
+)
+def _verify_written_into_stream(my_written_into_stream: Callable) -> None:
+    found = {}
+    for scale_residual in (True, False):
+        call = f"my_written_into_stream(24, {scale_residual})"
+        out = my_written_into_stream(24, scale_residual)
+        if isinstance(out, torch.Tensor):
+            raise Wrong(f"{call} returned a tensor: return a Python float, .item()")
+        found[scale_residual] = _number(out, f"{call}'s result")
+    scaled, unscaled = found[True], found[False]
+    if scaled > 0.5:
+        raise Wrong(
+            f"with the scaling, yours measured {_num(scaled)}, about the size of the input itself: return the std of "
+            "stack(x_probe) - x_probe, what the blocks added"
+        )
+    if not 0.01 < scaled < 0.04:
+        raise Wrong(
+            "with the scaling, 24 blocks should write about as much into the stream as a single block, a std "
+            f"between 0.01 and 0.04; yours measured {_num(scaled)}: re-initialize the stack with init_like_gpt2(stack, "
+            "depth, scale_residual=scale_residual, generator=torch.Generator().manual_seed(depth))"
+        )
+    if not unscaled > 4 * scaled:
+        raise Wrong(
+            f"without the scaling, 24 blocks should write several times more than with it; yours measured "
+            f"{_num(unscaled)} without and {_num(scaled)} with: pass scale_residual on to init_like_gpt2"
+        )

@@ -1,0 +1,246 @@
+"""The checks of notebooks/05_gpt.ipynb: a reference and a verify function per piece and exercise."""
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tinytorch.checks import piece
+from tinytorch.checks.helpers import (
+    Wrong,
+    _close,
+    _compare,
+    _gpt,
+    _num,
+    _number,
+    _randint,
+    _randn,
+    _same,
+    _shape,
+    _whole,
+)
+from tinytorch.config import GPTConfig
+from tinytorch.gpt import GPT, estimate_flops_per_token, estimate_parameters, next_token_loss
+
+
+def _gpt_forward(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """Logits (B, T, V) of a GPT for token ids (B, T)."""
+    return model(idx)
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean of -ln softmax(logits)[target]: (B, T, V), (B, T) -> scalar."""
+    V = logits.size(-1)
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))  # (B*T, V), (B*T,) -> scalar
+
+
+def _lm_loss(model: GPT, ids: torch.Tensor) -> torch.Tensor:
+    """The loss of predicting ids[:, 1:] from ids[:, :-1]: ids (B, T + 1) -> scalar."""
+    return next_token_loss(model(ids[:, :-1]), ids[:, 1:])
+
+
+@piece("gpt_forward", "05_gpt", "the whole forward pass: embeddings, blocks, ln_f, lm_head", _gpt_forward)
+def _verify_gpt_forward(gpt_forward: Callable) -> None:
+    model = _gpt(seed=140)
+    idx = _randint(11, (2, 6), seed=141)  # (B, T)
+    wrong_shapes = {
+        (2, 6, 16): "expected shape (2, 6, 11), got (2, 6, 16): apply lm_head to get one score per vocabulary token"
+    }
+    out = gpt_forward(copy.deepcopy(model), idx.clone())
+    out = _shape(out, (2, 6, 11), "(B, T) -> (B, T, V)", mistakes=wrong_shapes)
+    with torch.no_grad():
+        expected = model(idx)
+        if _same(out, expected):
+            return
+        x = model.embeddings(idx)  # (B, T, C)
+        h = x
+        for block in model.blocks:
+            h = block(h)
+        if _same(out, model.lm_head(h)):
+            raise Wrong("the final LayerNorm is missing: x = model.ln_f(x) before lm_head")
+        skipped = [model.blocks[1](x), model.blocks[0](x), x]  # only block 1, only block 0, no block
+        if any(_same(out, model.lm_head(model.ln_f(h))) for h in skipped):
+            raise Wrong("every block must run, in order: for block in model.blocks: x = block(x)")
+        _compare(out, expected)
+
+
+@piece("cross_entropy", "05_gpt", "the mean next-token loss, from scratch", _cross_entropy)
+def _verify_cross_entropy(cross_entropy: Callable) -> None:
+    B, T, V = 2, 4, 7
+    logits, targets = _randn(B, T, V, seed=150) * 2, _randint(V, (B, T), seed=151)
+    out = cross_entropy(logits.clone(), targets.clone())
+    if isinstance(out, torch.Tensor) and out.numel() != 1:
+        raise Wrong(
+            f"the loss must be one number, the mean over all B·T = {B * T} positions; got shape {tuple(out.shape)}"
+        )
+    got = _number(out, "the loss")
+    expected = _cross_entropy(logits, targets).item()
+    if _close(got, expected):
+        large = logits * 100  # confident predictions: exp(logits) overflows
+        got = _number(cross_entropy(large.clone(), targets.clone()), "the loss")
+        if not math.isfinite(got):
+            raise Wrong("the loss overflows on large logits: subtract each row's max before exp, or use log_softmax")
+        expected = _cross_entropy(large, targets).item()
+        if not _close(got, expected):
+            raise Wrong(f"on large logits the loss should be {_num(expected, 4)}, got {_num(got, 4)}")
+        return
+    if _close(got, expected / math.log(2)) or _close(got, expected / math.log(10)):
+        raise Wrong("use the natural log: the loss is in nats")
+    if _close(got, expected * B * T):
+        raise Wrong(f"take the mean over the B·T = {B * T} positions, not the sum")
+    if _close(got, -expected):
+        raise Wrong("the loss is negative: it is minus the log-probability of the target, -ln p")
+    wrong_dim = -(F.log_softmax(logits, dim=1).gather(-1, targets[..., None])).mean().item()
+    if _close(got, wrong_dim):
+        raise Wrong("the softmax must run over the vocabulary, dim=-1 (the last dimension)")
+    raise Wrong(f"the loss should be {_num(expected, 4)}, got {_num(got, 4)}")
+
+
+@piece("lm_loss", "05_gpt", "the loss of predicting each next token of a batch of ids", _lm_loss)
+def _verify_lm_loss(lm_loss: Callable) -> None:
+    model = _gpt(seed=160)
+    ids = _randint(11, (2, 8), seed=161)  # (B, T + 1)
+    out = lm_loss(copy.deepcopy(model), ids.clone())
+    if isinstance(out, float):
+        raise Wrong("return the loss tensor, not a float: training calls loss.backward() on it")
+    got = _number(out, "the loss")
+    with torch.no_grad():
+        expected = _lm_loss(model, ids).item()
+        if not _close(got, expected):
+            unshifted = [next_token_loss(model(ids[:, :-1]), ids[:, :-1]), next_token_loss(model(ids), ids)]
+            if any(_close(got, loss.item()) for loss in unshifted):
+                raise Wrong("the targets must be the inputs shifted by one: inputs ids[:, :-1], targets ids[:, 1:]")
+            if _close(got, next_token_loss(model(ids[:, 1:]), ids[:, :-1]).item()):
+                raise Wrong(
+                    "shifted the wrong way: the inputs are ids[:, :-1], the targets the next tokens, ids[:, 1:]"
+                )
+            raise Wrong(f"the loss should be {_num(expected, 4)}, got {_num(got, 4)}")
+    if not out.requires_grad:
+        raise Wrong("the loss has no gradient: do not compute it under torch.no_grad(); training calls loss.backward()")
+
+
+def _untied_params(config: GPTConfig) -> int:
+    """Parameters of GPT(config) with an output layer that does not share the token embedding."""
+    return estimate_parameters(config) + config.vocab_size * config.n_embd  # plus the head's own (V, C) matrix
+
+
+def _uniform_loss(V: int) -> float:
+    """next_token_loss of all-equal logits (2, 5, V) against random targets, as a float."""
+    return next_token_loss(torch.zeros(2, 5, V), torch.randint(0, V, (2, 5))).item()
+
+
+def _unchanged_positions(model: GPT, ids: torch.Tensor, t: int) -> int:
+    """How many positions of ids (1, T) keep exactly the same logits when the token at t changes."""
+    changed = ids.clone()
+    changed[0, t] = (changed[0, t] + 1) % model.config.vocab_size  # another id
+    with torch.no_grad():
+        same = (model(ids) == model(changed)).all(dim=-1)[0]  # (T,): True where no logit moved
+    return int(same.sum())
+
+
+def _training_days(config: GPTConfig, tokens: float, flops_per_second: float) -> float:
+    """Days to train GPT(config) on `tokens` tokens at a sustained `flops_per_second`."""
+    return estimate_flops_per_token(config) * tokens / flops_per_second / 86_400  # seconds -> days
+
+
+_SMALL = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
+_SMALL_TEXT = "GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)"
+_GPT2_TEXT = 'GPTConfig.from_preset("gpt2")'
+
+
+@piece("my_untied_params", "05_gpt", "the parameters of a GPT whose output layer is not tied", _untied_params)
+def _verify_untied_params(my_untied_params: Callable) -> None:
+    for config, text in ((GPTConfig.from_preset("gpt2"), _GPT2_TEXT), (_SMALL, _SMALL_TEXT)):
+        call = f"my_untied_params({text})"
+        got = _whole(my_untied_params(config), f"{call}'s result")
+        want = _untied_params(config)
+        if got == want:
+            continue
+        if got == estimate_parameters(config):
+            raise Wrong(
+                f"{call} returned {got:,}, the count with tying: give the head its own matrix, e.g. "
+                "model.lm_head.weight = nn.Parameter(torch.empty_like(model.lm_head.weight))"
+            )
+        if got == want + config.vocab_size:
+            raise Wrong(f"{call} counts a bias in the head: lm_head is Linear(C, V, bias=False)")
+        raise Wrong(
+            f"{call} returned {got:,}: too {'large' if got > want else 'small'}; count the parameters of the model "
+            "whose head has a matrix of its own"
+        )
+
+
+@piece("my_uniform_loss", "05_gpt", "the loss of all-equal logits, as a float", _uniform_loss)
+def _verify_uniform_loss(my_uniform_loss: Callable) -> None:
+    for V in (50, 7):
+        call = f"my_uniform_loss({V})"
+        out = my_uniform_loss(V)
+        if isinstance(out, torch.Tensor):
+            raise Wrong(f"{call} returned a tensor: return a Python float, loss.item()")
+        got, want = _number(out, f"{call}'s result"), math.log(V)
+        if abs(got - want) <= 1e-5:
+            continue
+        if abs(got + want) <= 1e-5:
+            raise Wrong(f"{call} returned {_num(got, 6)}: the loss is minus the log-probability of the target, > 0")
+        raise Wrong(
+            f"{call} returned {_num(got, 6)}: all-equal logits give every token probability 1/V, so whatever the "
+            "targets the loss is -ln(1/V) = ln V; make logits of shape (2, 5, V) that are all equal, e.g. zeros"
+        )
+
+
+@piece(
+    "my_unchanged_positions",
+    "05_gpt",
+    "positions whose logits stay the same when a token changes",
+    _unchanged_positions,
+)
+def _verify_unchanged_positions(my_unchanged_positions: Callable) -> None:
+    model = _gpt(seed=350, block_size=16)  # V = 11
+    ids = _randint(11, (1, 10), seed=351)  # (1, T)
+    T = ids.size(1)
+    for t in (4, 0, 9):
+        call = f"my_unchanged_positions(model, ids, {t}) with ids of shape (1, {T})"
+        given = ids.clone()
+        got = _whole(my_unchanged_positions(copy.deepcopy(model), given, t), f"{call}'s result")
+        if not torch.equal(given, ids):
+            raise Wrong("my_unchanged_positions changed the ids it was given: change a copy, ids.clone()")
+        want = _unchanged_positions(model, ids, t)
+        if got == want:
+            continue
+        if got == T:
+            raise Wrong(
+                f"{call} returned {T}: every position kept its logits, so the token at t did not change; set it "
+                "to another id, e.g. (ids[0, t] + 1) % vocab_size"
+            )
+        if got == T - t:
+            raise Wrong(f"{call} returned {got}: that counts the positions that changed; count those that stayed")
+        if got == t + 1:
+            raise Wrong(
+                f"{call} returned {got}: position t reads the token you changed, so its logits change too; "
+                "count only the positions whose logits stayed exactly the same"
+            )
+        raise Wrong(
+            f"{call} returned {got}: compare every position's logits exactly, (logits == new_logits).all(dim=-1)"
+        )
+
+
+@piece("my_training_days", "05_gpt", "the days of training at a given speed", _training_days)
+def _verify_training_days(my_training_days: Callable) -> None:
+    cases = [(GPTConfig.from_preset("gpt2"), 1e9, 100e9, _GPT2_TEXT), (_SMALL, 2e6, 1e9, _SMALL_TEXT)]
+    for config, tokens, speed, text in cases:
+        call = f"my_training_days({text}, {tokens:g}, {speed:g})"
+        got = _number(my_training_days(config, tokens, speed), f"{call}'s result")
+        want = _training_days(config, tokens, speed)
+        if _close(got, want, 1e-6):
+            continue
+        mistakes = [
+            (86_400, "that is in seconds: a day has 86,400 of them"),
+            (24, "that is in hours: a day has 24 of them"),
+            (6, "estimate_flops_per_token already counts the forward and backward passes: do not multiply by 6"),
+        ]
+        hint = next((hint for factor, hint in mistakes if _close(got, want * factor, 1e-6)), "")
+        raise Wrong(
+            f"{call} returned {_num(got)}: "
+            + (hint or f"too {'large' if got > want else 'small'}; FLOPs per token × tokens / FLOP/s gives seconds")
+        )

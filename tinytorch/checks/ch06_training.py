@@ -1,0 +1,416 @@
+"""The checks of notebooks/06_training.ipynb: a reference and a verify function per piece and exercise."""
+
+import copy
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import fields, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from tinytorch.checks import piece
+from tinytorch.checks.helpers import (
+    Wrong,
+    _close,
+    _describe,
+    _generator,
+    _gpt,
+    _kind,
+    _num,
+    _number,
+    _randint,
+    _same_class,
+    _shape,
+)
+from tinytorch.config import GPTConfig
+from tinytorch.embeddings import CharTokenizer
+from tinytorch.gpt import GPT, next_token_loss
+from tinytorch.training import (
+    TrainConfig,
+    convert_play,
+    get_batch,
+    get_lr,
+    play_paths,
+    shakespeare,
+    train,
+)
+from tinytorch.training import evaluate as evaluate_model
+
+
+def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, grad_clip: float):
+    """One optimizer step on the batch (x, y); returns the loss before the step, a float."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = next_token_loss(model(x), y)  # scalar
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def _lr_at(step: int, warmup_steps: int, max_steps: int, lr: float, min_lr: float) -> float:
+    """Linear warmup to lr, then cosine decay to min_lr at max_steps."""
+    return get_lr(step, TrainConfig(max_steps=max_steps, warmup_steps=warmup_steps, lr=lr, min_lr=min_lr))
+
+
+def _windows(random_windows: Callable, ids: torch.Tensor, batch_size: int, block_size: int, seed: int) -> Any:
+    """random_windows(ids, ...) with a seeded generator; an indexing error is a window that ran past the end."""
+    try:
+        return random_windows(ids.clone(), batch_size, block_size, _generator(seed))
+    except (IndexError, RuntimeError) as error:
+        if not any(text in str(error) for text in ("out of bounds", "equal size", "index")):
+            raise
+        raise Wrong(
+            f"with {len(ids)} ids and block_size {block_size}, a window ran past the end: draw the starts with "
+            "torch.randint(len(ids) - block_size, (batch_size,), generator=generator)"
+        ) from None
+
+
+@piece("random_windows", "06_training", "a random batch of (input, target) windows, targets shifted by one", get_batch)
+def _verify_random_windows(random_windows: Callable) -> None:
+    B, T = 4, 8
+    ids = torch.arange(40, dtype=torch.uint8)  # token ids 0, 1, 2, ...: a window is a run of consecutive numbers
+    out = _windows(random_windows, ids, B, T, 170)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise Wrong(f"random_windows must return two tensors, (x, y); got {_kind(out)}")
+    x, y = (_shape(t, (B, T), what=name) for t, name in zip(out, ("x", "y"), strict=True))
+    for t, name in ((x, "x"), (y, "y")):
+        if t.dtype != torch.int64:
+            raise Wrong(f"{name} has dtype {t.dtype}, expected torch.int64: call .long(): embeddings need int64 ids")
+    for b in range(B):
+        if not torch.equal(x[b], torch.arange(int(x[b, 0]), int(x[b, 0]) + T)):
+            raise Wrong(f"row {b} of x is not a window of ids: take ids[start : start + block_size]")
+    if not torch.equal(y, x + 1):
+        raise Wrong(
+            "y must be x shifted left by one: the target of each input is the token after it, "
+            "ids[start + 1 : start + block_size + 1]"
+        )
+    short = torch.arange(T + 2, dtype=torch.uint8)  # 10 ids: the only starts with a full window and target are 0 and 1
+    for seed in (171, 172, 173):
+        xs, ys = _windows(random_windows, short, 16, T, seed)
+        if xs.shape != (16, T) or ys.shape != (16, T) or ys.max() > T + 1:
+            raise Wrong(
+                f"with {len(short)} ids and block_size {T}, a window ran past the end: draw the starts with "
+                "torch.randint(len(ids) - block_size, (batch_size,), generator=generator)"
+            )
+    first, second = (_windows(random_windows, ids, B, T, 174) for _ in range(2))
+    if not (torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])):
+        raise Wrong(
+            "two generators with the same seed gave different batches: "
+            "draw the starts with torch.randint(..., generator=generator)"
+        )
+    if not torch.equal(x, get_batch(ids, B, T, _generator(170))[0]):
+        raise Wrong(
+            "the windows are not the ones torch.randint(len(ids) - block_size, (batch_size,), generator=generator) "
+            "draws: draw the starts exactly so, and a seed gives the same batches as tinytorch's"
+        )
+
+
+@piece("lr_at", "06_training", "the learning rate at a step: linear warmup, then cosine decay", _lr_at)
+def _verify_lr_at(lr_at: Callable) -> None:
+    warmup, max_steps, lr, min_lr = 10, 100, 1e-3, 1e-4
+    got = [_number(lr_at(step, warmup, max_steps, lr, min_lr), f"lr_at({step}, ...)") for step in range(max_steps + 1)]
+    want = [_lr_at(step, warmup, max_steps, lr, min_lr) for step in range(max_steps + 1)]
+    if got[0] == 0:
+        raise Wrong(
+            "at step 0 the rate is 0, so the first step does nothing: warm up with lr * (step + 1) / warmup_steps"
+        )
+    if _close(got[0], lr, 1e-6, 0.0):
+        raise Wrong(
+            f"there is no warmup: at step 0 the rate is {_num(got[0])}, expected {_num(want[0])}; "
+            "for step < warmup_steps use lr * (step + 1) / warmup_steps"
+        )
+    for step in range(warmup):
+        if not _close(got[step], want[step], 1e-6, 0.0):
+            raise Wrong(
+                f"in the warmup, at step {step} the rate should be {_num(want[step])}, got {_num(got[step])}: "
+                "lr * (step + 1) / warmup_steps"
+            )
+    if not _close(got[max_steps], min_lr, 1e-6, 0.0):
+        raise Wrong(
+            f"at step max_steps = {max_steps} the rate should be min_lr = {min_lr:g}, got {_num(got[max_steps])}: "
+            "the decay's progress is (step - warmup_steps) / (max_steps - warmup_steps)"
+        )
+    quarter = warmup + (max_steps - warmup) // 4
+    linear = min_lr + (lr - min_lr) * (1 - (quarter - warmup) / (max_steps - warmup))
+    if _close(got[quarter], linear, 1e-6, 0.0):
+        raise Wrong(
+            "the decay is linear; it must follow a cosine: "
+            "min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr)"
+        )
+    for step in range(max_steps + 1):
+        if not _close(got[step], want[step], 1e-6, 0.0):
+            raise Wrong(f"at step {step} the rate should be {_num(want[step])}, got {_num(got[step])}")
+    for step in range(21):  # no warmup at all
+        value = _number(lr_at(step, 0, 20, lr, min_lr), f"lr_at({step}, ...)")
+        if not _close(value, _lr_at(step, 0, 20, lr, min_lr), 1e-6, 0.0):
+            raise Wrong(
+                f"with warmup_steps = 0, at step {step} the rate should be {_num(_lr_at(step, 0, 20, lr, min_lr))}, "
+                f"got {_num(value)}"
+            )
+
+
+def _parameters_differ(model: nn.Module, expected: dict[str, torch.Tensor], atol: float = 1e-6) -> str | None:
+    """The name of the first parameter of `model` that differs from `expected`, or None."""
+    for name, param in model.named_parameters():
+        if not torch.allclose(param.detach(), expected[name], atol=atol, rtol=1e-5):
+            return name
+    return None
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: param.detach().clone() for name, param in model.named_parameters()}
+
+
+@piece("train_step", "06_training", "one training step: zero_grad, forward, backward, clip, step", _train_step)
+def _verify_train_step(train_step: Callable) -> None:
+    base = _gpt(seed=180).train()
+    batches = [(_randint(11, (2, 6), seed=181 + 2 * i), _randint(11, (2, 6), seed=182 + 2 * i)) for i in range(2)]
+    grad_clip = 1.0
+
+    def reference_runs(zero_grad: bool = True, clip: bool = True) -> tuple[list[float], list[dict], float]:
+        """Two steps done right (or with one mistake): losses, weights after each step, first gradient norm."""
+        model = copy.deepcopy(base)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        losses, weights, norms = [], [], []
+        for x, y in batches:
+            if zero_grad:
+                optimizer.zero_grad(set_to_none=True)
+            loss = next_token_loss(model(x), y)
+            loss.backward()
+            norms.append(float(nn.utils.clip_grad_norm_(model.parameters(), grad_clip if clip else math.inf)))
+            optimizer.step()
+            losses.append(loss.item())
+            weights.append(_snapshot(model))
+        return losses, weights, norms[0]
+
+    model = copy.deepcopy(base)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)  # no momentum: a step is -lr * gradient
+    start = _snapshot(model)
+    losses, weights = [], []
+    for x, y in batches:
+        loss = train_step(model, optimizer, x.clone(), y.clone(), grad_clip)
+        if isinstance(loss, torch.Tensor):
+            raise Wrong("return loss.item(), a float")
+        losses.append(_number(loss, "the returned loss"))
+        weights.append(_snapshot(model))
+    ref_losses, ref_weights, norm = reference_runs()
+    if not _close(losses[0], ref_losses[0]):
+        raise Wrong(
+            f"the returned loss {_num(losses[0], 4)} is not the batch's loss before the step, "
+            f"{_num(ref_losses[0], 4)}: return loss.item() of the forward pass"
+        )
+    model.load_state_dict(weights[0], strict=False)
+    if _parameters_differ(model, start) is None:
+        raise Wrong("the weights did not change: call optimizer.step()")
+    if _parameters_differ(model, ref_weights[0]) is not None:
+        if _parameters_differ(model, reference_runs(clip=False)[1][0]) is None:
+            raise Wrong(
+                f"the gradient norm was {_num(norm, 2)} but grad_clip is {grad_clip}: "
+                "clip with nn.utils.clip_grad_norm_ before optimizer.step()"
+            )
+        raise Wrong(f"after one step, {_parameters_differ(model, ref_weights[0])} differs from the reference's")
+    model.load_state_dict(weights[1], strict=False)
+    if _parameters_differ(model, ref_weights[1]) is not None:
+        if _parameters_differ(model, reference_runs(zero_grad=False)[1][1]) is None:
+            raise Wrong(
+                "the second step used the first step's gradients too: call optimizer.zero_grad() before backward"
+            )
+        raise Wrong(f"after two steps, {_parameters_differ(model, ref_weights[1])} differs from the reference's")
+    if not _close(losses[1], ref_losses[1]):
+        raise Wrong(
+            f"the second step returned {_num(losses[1], 4)}, expected the loss before it, {_num(ref_losses[1], 4)}"
+        )
+
+
+@piece(
+    "evaluate_loss", "06_training", "the mean loss over fixed batches, in eval mode, without gradients", evaluate_model
+)
+def _verify_evaluate_loss(evaluate_loss: Callable) -> None:
+    model = _gpt(seed=200, dropout=0.5).train()  # with dropout, training mode gives other numbers
+    batches = [(_randint(11, (2, 6), seed=201 + 2 * i), _randint(11, (2, 6), seed=202 + 2 * i)) for i in range(2)]
+    theirs = copy.deepcopy(model)
+    calls = []  # (training mode, gradients on) at every forward call
+    hook = theirs.register_forward_pre_hook(
+        lambda module, args: calls.append((module.training, torch.is_grad_enabled()))
+    )
+    out = evaluate_loss(theirs, [(x.clone(), y.clone()) for x, y in batches])
+    hook.remove()
+    if any(training for training, _ in calls):
+        raise Wrong("dropout was on: call model.eval() first")
+    if not theirs.training:
+        raise Wrong("put the model back in training mode afterwards: model.train(was_training)")
+    if any(grad for _, grad in calls) or (isinstance(out, torch.Tensor) and out.requires_grad):
+        raise Wrong("gradients were tracked: use torch.no_grad() around the evaluation")
+    if isinstance(out, torch.Tensor):
+        raise Wrong("return a float: loss.item()")
+    got, expected = _number(out, "the mean loss"), evaluate_model(copy.deepcopy(model), batches)
+    if not _close(got, expected):
+        raise Wrong(
+            f"the mean loss should be {_num(expected, 4)}, got {_num(got, 4)}: "
+            "average next_token_loss(model(x), y) over the batches"
+        )
+    theirs = copy.deepcopy(model).eval()
+    evaluate_loss(theirs, batches)
+    if theirs.training:
+        raise Wrong(
+            "a model in eval mode came back in training mode: restore the mode it had, model.train(was_training)"
+        )
+
+
+_PLAYS_VOCAB = GPTConfig.from_preset("shakespeare").vocab_size  # V = 76 characters in chapter 06's plays
+_SHORT_RUN = {"steps": 40, "warmup_steps": 20}  # as exercise 1 of chapter 06 asks
+
+
+@functools.cache
+def _chapter06_data() -> tuple[CharTokenizer, torch.Tensor, torch.Tensor, GPTConfig]:
+    """Chapter 06's tokenizer, training and validation ids, and demo config, rebuilt from the cached corpus."""
+    train_text, val_text = shakespeare()
+    tokenizer = CharTokenizer.from_text(train_text + val_text)
+    train_ids, val_ids = (torch.tensor(tokenizer.encode(text), dtype=torch.uint8) for text in (train_text, val_text))
+    config = GPTConfig(vocab_size=tokenizer.vocab_size, block_size=64, n_layer=2, n_head=4, n_embd=96)
+    return tokenizer, train_ids, val_ids, config
+
+
+def _short_run(lr: float, warmup_steps: int, grad_clip: float | None) -> list[float]:
+    """Chapter 06, exercise 1: 40 AdamW steps of a fresh GPT at peak rate lr, with optional warmup and clipping."""
+    _, train_ids, _, config = _chapter06_data()
+    torch.manual_seed(0)
+    model = GPT(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(_SHORT_RUN["steps"]):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * min(1.0, (step + 1) / warmup_steps) if warmup_steps else lr
+        x, y = get_batch(train_ids, 16, config.block_size, generator)
+        loss = next_token_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _one_play_run() -> list[dict]:
+    """Chapter 06, exercise 2: 240 steps of a fresh width-64 GPT on the first 3,000 characters of Hamlet."""
+    tokenizer, _, val_ids, config = _chapter06_data()
+    hamlet = convert_play(play_paths()["hamlet"].read_text(encoding="utf-8"))
+    one_play = torch.tensor(tokenizer.encode(hamlet[:3000]), dtype=torch.uint8)
+    cfg = TrainConfig(
+        max_steps=240, batch_size=16, lr=3e-3, min_lr=3e-3, warmup_steps=20, eval_interval=40, eval_batches=4
+    )
+    torch.manual_seed(0)
+    return train(GPT(replace(config, n_embd=64)), tokenizer, one_play, val_ids, cfg, progress=False)
+
+
+def _accumulation_config() -> TrainConfig:
+    """A TrainConfig with at most 16 windows per micro-batch and 64 per optimizer step."""
+    return TrainConfig(batch_size=16, grad_accum=4)  # 4 micro-batches of 16 windows each step
+
+
+def _losses(out: Any, call: str, steps: int) -> list[float]:
+    """`out` as a list of floats if it is a list of `steps` numbers, else Wrong."""
+    if not isinstance(out, (list, tuple)):
+        raise Wrong(f"{call} must return the list of its {steps} losses, got {_kind(out)}")
+    if len(out) != steps:
+        raise Wrong(f"{call} returned {len(out)} losses, expected one per step, {steps}")
+    for i, loss in enumerate(out):
+        if isinstance(loss, torch.Tensor):
+            raise Wrong(f"loss {i} of {call} is a tensor: append loss.item(), a float")
+    return [_number(loss, f"loss {i} of {call}") for i, loss in enumerate(out)]
+
+
+@piece(
+    "my_short_run",
+    "06_training",
+    "experiment: a short run at lr 0.3 blows up without warmup and clipping, and learns with them",
+    _short_run,
+)
+def _verify_short_run(my_short_run: Callable) -> None:
+    ln_v, steps, warmup_steps = math.log(_PLAYS_VOCAB), _SHORT_RUN["steps"], _SHORT_RUN["warmup_steps"]
+    wild = _losses(my_short_run(0.3, 0, None), "my_short_run(0.3, 0, None)", steps)
+    if all(math.isfinite(loss) for loss in wild) and max(wild) <= 2 * ln_v:
+        raise Wrong(
+            f"with lr 0.3 and neither warmup nor clipping the loss should blow up far above ln V = {ln_v:.2f}; "
+            f"yours peaked at {_num(max(wild), 2)}: did you apply lr without warmup, and skip clipping when "
+            "grad_clip is None?"
+        )
+    tame = _losses(my_short_run(0.3, warmup_steps, 1.0), f"my_short_run(0.3, {warmup_steps}, 1.0)", steps)
+    if not tame[-1] < ln_v:
+        raise Wrong(
+            f"with {warmup_steps} warmup steps and clipping at 1 the same lr should learn: the last loss should be "
+            f"below ln V = {ln_v:.2f}, yours is {_num(tame[-1], 3)}: warm up with "
+            "lr * min(1, (step + 1) / warmup_steps), and clip with nn.utils.clip_grad_norm_(model.parameters(), "
+            "grad_clip) before optimizer.step()"
+        )
+
+
+@piece(
+    "my_one_play_run",
+    "06_training",
+    "experiment: trained on 3,000 characters of one play, the model overfits",
+    _one_play_run,
+)
+def _verify_one_play_run(my_one_play_run: Callable) -> None:
+    history = my_one_play_run()
+    if not isinstance(history, list):
+        raise Wrong(f"return the history that train returns, a list of records; got {_kind(history)}")
+    if len(history) < 5:
+        raise Wrong(
+            f"the history has {len(history)} records, expected at least 5: train for 240 steps and evaluate every "
+            "40 (eval_interval=40)"
+        )
+    for i, record in enumerate(history):
+        if not isinstance(record, dict) or not {"step", "train", "val"} <= set(record):
+            raise Wrong(f"record {i} must be a dict with 'step', 'train' and 'val', got {_describe(record)}")
+    steps = [record["step"] for record in history]
+    train = [_number(record["train"], f"the training loss of record {i}") for i, record in enumerate(history)]
+    val = [_number(record["val"], f"the validation loss of record {i}") for i, record in enumerate(history)]
+    best = min(range(len(val)), key=val.__getitem__)  # the record with the lowest validation loss
+    if best == len(val) - 1:
+        raise Wrong(
+            f"the validation loss is at its lowest at the end, step {steps[best]}: the model has not overfit; train "
+            "on the first 3,000 characters of Hamlet only, for 240 steps at a constant learning rate of 3e-3"
+        )
+    if not val[-1] > val[best] + 0.1:
+        raise Wrong(
+            f"the validation loss should end well above its lowest point (by more than 0.1): it ends at "
+            f"{val[-1]:.3f}, and its lowest was {val[best]:.3f} at step {steps[best]}; train on the first 3,000 "
+            "characters of Hamlet only, for 240 steps at a constant learning rate of 3e-3"
+        )
+    if not train[-1] < train[best]:
+        raise Wrong(
+            f"the training loss should keep falling after step {steps[best]}, where validation was best: it was "
+            f"{train[best]:.3f} there and is {train[-1]:.3f} at the end"
+        )
+
+
+@piece(
+    "my_accumulation_config", "06_training", "a TrainConfig for 64 windows a step, 16 at a time", _accumulation_config
+)
+def _verify_accumulation_config(my_accumulation_config: Callable) -> None:
+    out = my_accumulation_config()
+    if not _same_class(out, TrainConfig):
+        raise Wrong(f"return a TrainConfig, got {_kind(out)}")
+    if out.batch_size > 16:
+        raise Wrong(
+            f"batch_size is {out.batch_size}, but only 16 windows fit in memory at once: batch_size is one "
+            "micro-batch; grad_accum micro-batches make up each step"
+        )
+    if out.batch_size * out.grad_accum != 64:
+        raise Wrong(
+            f"each step sees batch_size × grad_accum = {out.batch_size} × {out.grad_accum} = "
+            f"{out.batch_size * out.grad_accum} windows, expected 64"
+        )
+    default = TrainConfig()
+    for field in fields(TrainConfig):
+        got, want = getattr(out, field.name), getattr(default, field.name)
+        if field.name not in ("batch_size", "grad_accum") and got != want:
+            raise Wrong(
+                f"{field.name} is {got!r}, but the exercise keeps its default, {want!r}: change only batch_size "
+                "and grad_accum"
+            )

@@ -1,0 +1,334 @@
+"""The checks of notebooks/07_generation.ipynb: a reference and a verify function per piece and exercise."""
+
+import copy
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from tinytorch.attention import attention_weights
+from tinytorch.checks import piece
+from tinytorch.checks.ch05_gpt import _GPT2_TEXT
+from tinytorch.checks.helpers import (
+    Wrong,
+    _close,
+    _compare,
+    _gpt,
+    _number,
+    _position,
+    _randint,
+    _randn,
+    _same,
+    _shape,
+)
+from tinytorch.config import GPTConfig
+from tinytorch.generation import KVCache, generate, top_k_filter, top_p_filter
+from tinytorch.gpt import GPT
+
+
+def _greedy_decode(model: GPT, idx: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+    """The prompt idx (B, T) followed by max_new_tokens argmax tokens: (B, T + max_new_tokens), without a cache."""
+    return generate(model, idx, max_new_tokens, do_sample=False, use_cache=False)  # the window, every step
+
+
+def _greedy_loop(model: GPT, idx: torch.Tensor, max_new_tokens: int, position: int = -1) -> torch.Tensor:
+    """Greedy decoding without a cache, reading the logits at `position` (-1 is right)."""
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.config.block_size :])[:, position]  # (B, V)
+        idx = torch.cat([idx, logits.argmax(dim=-1, keepdim=True)], dim=1)  # (B, T + 1)
+    return idx
+
+
+def _apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits (B, V) divided by the temperature: below 1 sharper, above 1 flatter."""
+    return logits / temperature
+
+
+def _decode_step(model: GPT, new_ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """Logits (B, V) of the last of the new tokens (B, T_new), fed at positions cache.length.. with the cache."""
+    return model(new_ids, cache)[:, -1]
+
+
+@piece("greedy_decode", "07_generation", "greedy decoding: append the argmax of the last position", _greedy_decode)
+def _verify_greedy_decode(greedy_decode: Callable) -> None:
+    model = _gpt(seed=210)  # block_size 8
+    idx = _randint(11, (2, 3), seed=211)  # (B, T)
+    with torch.no_grad():
+        wrong_shapes = {
+            (2, 4): "return the prompt followed by the new tokens, (B, T + max_new_tokens): "
+            "torch.cat([idx, ...], dim=1)"
+        }
+        out = greedy_decode(copy.deepcopy(model), idx.clone(), 4)
+        out = _shape(out, (2, 7), "(B, T + max_new_tokens)", mistakes=wrong_shapes)
+        if not torch.equal(out[:, :3], idx):
+            raise Wrong("the result must start with the prompt idx, followed by the new tokens")
+        expected = _greedy_loop(model, idx, 4)
+        if not torch.equal(out, expected):
+            if torch.equal(out, _greedy_loop(model, idx, 4, position=0)):
+                raise Wrong("the next token comes from the logits of the last position, logits[:, -1]")
+            b, t = _position(int((out != expected).flatten().nonzero()[0]), out.shape)
+            raise Wrong(
+                f"new token {t - 3} of sequence {b} should be {int(expected[b, t])}, "
+                f"the argmax of the last position's logits, got {int(out[b, t])}"
+            )
+        try:
+            out = greedy_decode(copy.deepcopy(model), idx.clone(), 10)  # 3 + 10 tokens: more than block_size 8
+        except ValueError as error:
+            if "block_size" not in str(error):
+                raise
+            raise Wrong("crop the context to the last block_size tokens: idx[:, -block_size:]") from None
+        _compare(_shape(out, (2, 13)), _greedy_loop(model, idx, 10))
+
+
+@piece("apply_temperature", "07_generation", "logits divided by the temperature", _apply_temperature)
+def _verify_apply_temperature(apply_temperature: Callable) -> None:
+    logits = _randn(2, 7, seed=220) * 2  # (B, V)
+    for temperature in (0.5, 2.0):
+        given = logits.clone()
+        out = _shape(apply_temperature(given, temperature), (2, 7))
+        if _same(out, logits * temperature):
+            raise Wrong(
+                "divide the logits by the temperature, do not multiply: below 1 it sharpens, above 1 it flattens"
+            )
+        _compare(out, logits / temperature)
+        if not torch.equal(given, logits):
+            raise Wrong("apply_temperature changed its input: return logits / temperature, a new tensor")
+
+
+@piece("top_k_logits", "07_generation", "keep the k largest logits of each row, the rest -inf", top_k_filter)
+def _verify_top_k_logits(top_k_logits: Callable) -> None:
+    logits = _randn(2, 10, seed=230) * 2  # (B, V): all different
+    k = 3
+    out = _shape(top_k_logits(logits.clone(), k), (2, 10)).detach()
+    expected = top_k_filter(logits, k)
+    if not _same(out, expected):
+        dropped = torch.isneginf(expected)
+        if (out[dropped] == 0).all():
+            raise Wrong("the dropped logits must be -inf, not 0: a logit of 0 still gets a share of the probability")
+        kept = (~torch.isneginf(out) & ~torch.isnan(out)).sum(dim=-1)  # (B,)
+        if (kept != k).any():
+            b = int((kept != k).nonzero()[0])
+            raise Wrong(
+                f"row {b} keeps {int(kept[b])} tokens, expected k = {k}: keep the logits >= the k-th largest, "
+                "torch.topk(logits, k).values[:, -1:]"
+            )
+        _compare(out, expected)
+    try:
+        out = top_k_logits(logits.clone(), 20)  # k larger than V = 10: keep all
+    except (RuntimeError, IndexError):
+        raise Wrong("k may be larger than the vocabulary: use min(k, V)") from None
+    _compare(out, logits)
+
+
+@piece("top_p_logits", "07_generation", "keep the most likely tokens whose probabilities reach p", top_p_filter)
+def _verify_top_p_logits(top_p_logits: Callable) -> None:
+    probs = torch.tensor(
+        [
+            [0.05, 0.40, 0.10, 0.30, 0.15],  # p = 0.6: 0.40 and 0.30 stay (0.30 crosses p)
+            [0.02, 0.03, 0.85, 0.06, 0.04],  # the most likely token alone is above p: only it stays
+        ]
+    )
+    logits, p = probs.log(), 0.6  # (B, V)
+    out = _shape(top_p_logits(logits.clone(), p), (2, 5)).detach()
+    expected = top_p_filter(logits, p)
+    if not _same(out, expected):
+        top = logits.argmax(dim=-1)  # (B,)
+        if not torch.isfinite(out[torch.arange(2), top]).all():
+            raise Wrong("the most likely token must always stay, even when its probability alone is above p")
+        if (out[torch.isneginf(expected)] == 0).all():
+            raise Wrong("the dropped logits must be -inf, not 0: a logit of 0 still gets a share of the probability")
+        if torch.isneginf(out[0, 3]) and torch.isfinite(out[0, 1]):
+            raise Wrong("keep tokens until their mass reaches p: the token that crosses p stays")
+        if _same(out, expected.sort(dim=-1, descending=True).values):
+            raise Wrong(
+                "the logits came back sorted: put each back at its token's position, scatter with the sort order"
+            )
+        _compare(out, expected)
+    logits = _randn(3, 20, seed=240) * 2  # more tokens, another p
+    _compare(top_p_logits(logits.clone(), 0.9), top_p_filter(logits, 0.9))
+
+
+@piece(
+    "decode_step", "07_generation", "one cached decoding step: only the new tokens go through the model", _decode_step
+)
+def _verify_decode_step(decode_step: Callable) -> None:
+    model = _gpt(seed=250, block_size=16)
+    prompt, new, more = _randint(11, (2, 12), seed=251), _randint(11, (2, 1), seed=252), _randint(11, (2, 2), seed=253)
+    with torch.no_grad():
+        cache = KVCache(model.config, batch_size=2)
+        model(prompt, cache)  # prefill: the cache holds 12 positions
+        theirs, ours = copy.deepcopy(cache), copy.deepcopy(cache)
+        wrong_shapes = {(2, 1, 11): "return the logits of the last position only, (B, V): logits[:, -1]"}
+        hint = "(B, V): the logits of the last new position"
+        out = _shape(decode_step(model, new.clone(), theirs), (2, 11), hint, mistakes=wrong_shapes)
+        expected = _decode_step(model, new, ours)  # (B, V)
+        if not _same(out, expected):
+            for start_pos, use_cache in ((0, True), (12, False)):
+                layers = copy.deepcopy(cache).layers
+                x = model.embeddings(new, start_pos=start_pos)  # (B, 1, C)
+                for block, layer in zip(model.blocks, layers, strict=True):
+                    x = block(x, layer if use_cache else None)
+                if _same(out, model.lm_head(model.ln_f(x))[:, -1]):
+                    if use_cache:
+                        raise Wrong(
+                            "the new token got the position vector of position 0, but it sits at position 12: "
+                            "pass start_pos=cache.length"
+                        )
+                    raise Wrong("each block must read and extend its layer's cache: block(x, cache.layers[i])")
+            _compare(out, expected)
+        if theirs.length != 13:
+            raise Wrong(
+                f"after one new token the cache should hold 13 positions, it holds {theirs.length}: "
+                "each block must extend its layer's cache, block(x, cache.layers[i])"
+            )
+        out = _shape(decode_step(model, more.clone(), theirs), (2, 11), "(B, V): the logits of the last new position")
+        _compare(out, _decode_step(model, more, ours))
+
+
+def _min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Logits (B, V) with every token below min_p times the top token's probability set to -inf."""
+    probs = logits.softmax(dim=-1)  # (B, V)
+    threshold = min_p * probs.max(dim=-1, keepdim=True).values  # (B, 1)
+    return logits.masked_fill(probs < threshold, float("-inf"))
+
+
+def _kv_cache_bytes(config: GPTConfig, batch_size: int) -> int:
+    """Bytes of a float32 KV cache of block_size positions for batch_size sequences."""
+    return 2 * config.n_layer * batch_size * config.block_size * config.n_embd * 4  # k and v, 4 bytes a number
+
+
+def _positions(prompt_length: int, max_new_tokens: int, block_size: int, use_cache: bool) -> int:
+    """Positions generate feeds the model in all to write max_new_tokens tokens, counted on a small random GPT."""
+    config = GPTConfig(vocab_size=50, block_size=block_size, n_layer=1, n_head=2, n_embd=16)
+    with torch.random.fork_rng(devices=[]):  # GPT() draws its initial weights from the global generator
+        model = GPT(config)
+    fed = []  # the number of positions of every call
+    model.embeddings.register_forward_pre_hook(lambda module, args: fed.append(args[0].size(1)))
+    generate(
+        model, torch.zeros(1, prompt_length, dtype=torch.long), max_new_tokens, do_sample=False, use_cache=use_cache
+    )
+    return sum(fed)
+
+
+def _last_outputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int) -> torch.Tensor:
+    """Outputs of the last n queries against all keys and values: (B, nh, n, hs)."""
+    return attention_weights(q[:, :, -n:], k) @ v  # (B, nh, n, T) @ (B, nh, T, hs) -> (B, nh, n, hs)
+
+
+@piece("my_min_p_filter", "07_generation", "min-p: drop the tokens far less likely than the top one", _min_p_filter)
+def _verify_min_p_filter(my_min_p_filter: Callable) -> None:
+    logits = _randn(6, 76, seed=360) * 3  # (B, V)
+    probs = logits.softmax(dim=-1)  # (B, V)
+    top = torch.arange(6), logits.argmax(dim=-1)  # where each row's most likely token is
+    for min_p in (0.05, 0.1, 0.5, 1.0):
+        call = f"my_min_p_filter(logits, {min_p})"
+        given = logits.clone()
+        out = _shape(my_min_p_filter(given, min_p), (6, 76), what=f"{call}'s result").detach()
+        if not torch.equal(given, logits):
+            raise Wrong("my_min_p_filter changed its input: use masked_fill, not masked_fill_, and return a new tensor")
+        expected = _min_p_filter(logits, min_p)
+        keep, kept = torch.isfinite(expected), torch.isfinite(out)  # (B, V) each
+        if kept.all() and (out[~keep] == 0).all():
+            raise Wrong("the dropped logits must be -inf, not 0: a logit of 0 still gets a share of the probability")
+        if not kept[top].all():
+            raise Wrong(
+                f"in {call} the most likely token was dropped: it always stays; drop only the tokens strictly "
+                "below min_p × its probability (<, not <=)"
+            )
+        if not torch.equal(kept, keep):
+            if torch.equal(kept, probs >= min_p):
+                raise Wrong(
+                    f"{call}: the threshold is min_p times the most likely token's probability, not min_p itself"
+                )
+            if torch.equal(kept, logits >= min_p * logits.max(dim=-1, keepdim=True).values):
+                raise Wrong(f"{call}: compare probabilities, not logits: probs = logits.softmax(dim=-1)")
+            b = int((kept != keep).any(dim=-1).nonzero()[0])
+            raise Wrong(
+                f"with min_p = {min_p}, row {b} keeps {int(kept[b].sum())} tokens, expected {int(keep[b].sum())}: "
+                "keep the tokens whose probability is at least min_p × the most likely token's"
+            )
+        if not torch.equal(out[keep], logits[keep]):
+            raise Wrong(
+                f"{call}: the kept logits must stay as they were; only the dropped ones become -inf "
+                "(return logits, not probabilities)"
+            )
+
+
+@piece("my_kv_cache_bytes", "07_generation", "the bytes of a float32 KV cache", _kv_cache_bytes)
+def _verify_kv_cache_bytes(my_kv_cache_bytes: Callable) -> None:
+    small = GPTConfig(vocab_size=11, block_size=12, n_layer=3, n_head=2, n_embd=10)
+    small_text = "GPTConfig(vocab_size=11, block_size=12, n_layer=3, n_head=2, n_embd=10)"
+    for config, batch_size, text in ((GPTConfig.from_preset("gpt2"), 1, _GPT2_TEXT), (small, 5, small_text)):
+        call = f"my_kv_cache_bytes({text}, {batch_size})"
+        got = _number(my_kv_cache_bytes(config, batch_size), f"{call}'s result")
+        want = KVCache(config, batch_size, device="meta").memory_bytes()  # the buffers' size, none allocated
+        if got == want:
+            continue
+        mistakes = [
+            (1 / 2, "a cache keeps keys and values: 2 tensors per block"),
+            (1 / 4, "a float32 number takes 4 bytes"),
+            (1 / config.n_layer, "each of the n_layer blocks keeps its own keys and values"),
+            (1 / batch_size, "each sequence of the batch has its own keys and values"),
+        ]
+        hint = next((hint for factor, hint in mistakes if _close(got, want * factor)), "")
+        raise Wrong(
+            f"{call} returned {got:,.0f}: "
+            + (hint or f"too {'large' if got > want else 'small'}; count the numbers in k and v of every block")
+        )
+
+
+@piece("my_positions", "07_generation", "the positions generate feeds the model, with and without a cache", _positions)
+def _verify_positions(my_positions: Callable) -> None:
+    block_size = 16
+    for prompt_length, new, use_cache in ((3, 10, True), (3, 10, False), (5, 30, True), (5, 30, False), (20, 8, True)):
+        call = f"my_positions({prompt_length}, {new}, {block_size}, {use_cache})"
+        got = _number(my_positions(prompt_length, new, block_size, use_cache), f"{call}'s result")
+        want = _positions(prompt_length, new, block_size, use_cache)
+        if got == want:
+            continue
+        windows = [min(prompt_length + step, block_size) for step in range(new)]  # the context at each step
+        if use_cache and got == sum(windows):
+            raise Wrong(
+                f"{call} returned {got:.0f}, as many as without the cache: with it, after the first step only the "
+                "newest token goes in, until the text grows past block_size"
+            )
+        if not use_cache and got == sum(prompt_length + step for step in range(new)):
+            raise Wrong(f"{call} returned {got:.0f}: each step feeds the whole text, but at most block_size tokens")
+        if use_cache and got == min(prompt_length, block_size) + new - 1:
+            raise Wrong(
+                f"{call} returned {got:.0f}: once the text is longer than block_size the cached path refills its "
+                "cache from the last block_size tokens, at every step"
+            )
+        raise Wrong(
+            f"{call} returned {got:.0f}, but generate feeds the model {'more' if got < want else 'fewer'} positions"
+        )
+
+
+@piece("my_last_outputs", "07_generation", "attention outputs of the last n queries against all keys", _last_outputs)
+def _verify_last_outputs(my_last_outputs: Callable) -> None:
+    B, nh, T, hs = 2, 2, 7, 4
+    q, k, v = (_randn(B, nh, T, hs, seed=seed) for seed in (370, 371, 372))
+    full = attention_weights(q, k) @ v  # (B, nh, T, hs): every query
+    for n in (3, 1, 7):
+        call = f"my_last_outputs(q, k, v, {n}) with q, k and v of shape {(B, nh, T, hs)}"
+        wrong_shapes = {
+            (B, nh, T, hs): f"{call}: expected shape {(B, nh, n, hs)}, got {(B, nh, T, hs)}: keep the last n queries"
+        }
+        hint = "(B, nh, n, hs): an output for each of the last n queries"
+        out = my_last_outputs(q.clone(), k.clone(), v.clone(), n)
+        out = _shape(out, (B, nh, n, hs), hint, f"{call}'s result", wrong_shapes)
+        if _same(out, full[:, :, -n:]):
+            continue
+        scores = q[:, :, -n:] @ k.transpose(-2, -1) / math.sqrt(hs)  # (B, nh, n, T)
+        square = torch.ones(n, T, dtype=torch.bool).tril()  # (n, T): the mask of the first n queries
+        if _same(out, F.softmax(scores.masked_fill(~square, float("-inf")), dim=-1) @ v):
+            raise Wrong(
+                "the queries need the offset mask: use attention_weights (it shifts the mask when there are more "
+                "keys than queries)"
+            )
+        if _same(out, attention_weights(q[:, :, -n:], k[:, :, -n:]) @ v[:, :, -n:]):
+            raise Wrong("the last n queries see all T keys and values, not only the last n: pass all of k and v")
+        if _same(out, F.softmax(scores, dim=-1) @ v):
+            raise Wrong("the queries see the keys after them: mask the future with attention_weights")
+        _compare(out, full[:, :, -n:])
