@@ -881,3 +881,19 @@ def test_checks_import_only_torch_and_tinytorch_and_import_tinytorch_does_not_im
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False []"
+
+
+def test_hint_prints_the_level_asked_for_and_points_to_the_next(capsys):
+    from tinytorch.checks import HINTS, hint
+
+    hint("attention_scores")
+    first = capsys.readouterr().out
+    assert first.startswith(f"attention_scores, hint 1 of {len(HINTS['attention_scores'])}: ")
+    assert first.rstrip().endswith('(hint("attention_scores", 2) for more)')
+    last = len(HINTS["attention_scores"])
+    hint("attention_scores", last)
+    assert "for more" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match="has hints 1 to"):
+        hint("attention_scores", last + 1)
+    with pytest.raises(ValueError, match="no hints for 'attention'"):
+        hint("attention")

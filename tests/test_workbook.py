@@ -99,6 +99,7 @@ def write_book(book) -> None:
             code('attention_scores = check("attention_scores", attention_scores)', "attention_scores: built\n", 5),
             code('scale_scores = check("scale_scores", scale_scores)', "scale_scores: built\n", 6),
             code(DEMO, "(1, 3, 3)\n", 7),
+            code("print(causal_mask(2, 2).shape)", "torch.Size([2, 2])\n", 8),
         ]
     )
     embeddings = new_notebook(
@@ -159,11 +160,14 @@ def test_export_cells_become_imports_of_tinytorchs_version_and_default_exp_goes(
     assert not any("#|" in cell.source for nb in (attention, embeddings) for cell in nb.cells)
 
 
-def test_outputs_of_answers_and_checks_are_cleared_and_the_others_stay(book, tmp_path):
+def test_outputs_of_answers_checks_and_cells_using_a_piece_are_cleared_and_the_others_stay(book, tmp_path):
     nb = read(make_workbook(tmp_path / "wb", book=book)[1])
     assert cell_with(nb, "def attention_scores").outputs == []
     assert cell_with(nb, 'check("attention_scores"').outputs == []
-    assert cell_with(nb, DEMO).outputs[0].text == "(1, 3, 3)\n"
+    demo = cell_with(nb, DEMO)  # it prints what the learner's attention_scores returns: theirs to see
+    assert demo.source == f"# Run this cell once your attention_scores is built: its output is then yours.\n{DEMO}"
+    assert demo.outputs == []
+    assert cell_with(nb, "causal_mask(2, 2)").outputs[0].text == "torch.Size([2, 2])\n"
     assert all(cell.execution_count is None for cell in nb.cells if cell.cell_type == "code")
 
 

@@ -87,11 +87,73 @@ def test_prose_figures_and_demo_cells_stay_as_in_the_book(workbook):
         book = {cell.id: cell for cell in nbformat.read(book_path, 4).cells}
         for cell in nbformat.read(workbook[book_path.stem], 4).cells:
             original = book.get(cell.id)
-            if original is None or is_solution(original) or is_export(original):
-                continue  # the intro cell, the learner's cells and the export cells (now imports) differ
+            if original is None or is_solution(original) or is_export(original) or cell.source.startswith(CLEARED):
+                continue  # the intro cell, the learner's cells, the export cells (now imports), the cleared cells
+            if "from tinytorch.checks import check" in original.source:
+                original = copy.deepcopy(original)
+                original.source = original.source.replace("import check", f"import check, hint{HINT_NOTE}")
             assert cell.source == original.source, f"{book_path.stem}: {cell.source[:60]!r}"
             if not re.search(r"\bcheck\(", cell.source):
                 assert cell.get("outputs", []) == original.get("outputs", []), f"{book_path.stem}: {cell.source[:60]!r}"
+
+
+CLEARED = "# Run this cell once your "
+HINT_NOTE = '  # stuck on a piece? hint("its name")'
+
+
+def uses(source: str, name: str) -> bool:
+    """Whether a cell's code calls or names the learner's piece (not a method of the same name)."""
+    return re.search(rf"(?<![\w.\"']){re.escape(name)}\b", source) is not None
+
+
+def test_no_workbook_output_shows_a_result_the_learner_is_about_to_compute(workbook):
+    for chapter, path in workbook.items():
+        written = []  # the pieces stubbed so far in the chapter
+        for cell in nbformat.read(path, 4).cells:
+            if cell.cell_type != "code":
+                continue
+            written += [name for name in stubs_in(cell.source) if name not in written]
+            used = [name for name in written if uses(cell.source, name)]
+            if used and "# YOUR CODE HERE" not in cell.source and not re.search(r"\bcheck\(", cell.source):
+                assert cell.source.startswith(f"{CLEARED}{', '.join(used)} "), f"{chapter}: {cell.source[:80]!r}"
+                assert cell.get("outputs", []) == [], f"{chapter}: {cell.source[:80]!r} shows its result"
+    text = "".join(str(cell.get("outputs", "")) for cell in nbformat.read(workbook["01_utilities"], 4).cells)
+    assert "n_embd=200 works with n_head in" not in text  # exercise 2's answer, printed under its usage cell
+
+
+def stubs_in(source: str) -> list[str]:
+    return re.findall(r'raise NotImplementedError\("(\w+): not written yet"\)', source)
+
+
+def test_every_piece_has_hints_in_levels_and_none_holds_a_line_of_its_answer():
+    from tinytorch.checks import HINTS
+
+    assert set(HINTS) == set(PIECES)
+    assert all(len(levels) >= 2 for levels in HINTS.values())
+    answers = {}
+    for book_path in BOOK:
+        for cell in filter(is_solution, nbformat.read(book_path, 4).cells):
+            for name in re.findall(r"^def (\w+)\(", cell.source, re.MULTILINE):  # a cell may hold two pieces
+                answers[name] = answer_lines(cell.source)
+            assert not re.search(r"^\s*#.*\bhint\b", cell.source, re.IGNORECASE | re.MULTILINE), (
+                f"{book_path.stem}: {cell.source[:60]!r} shows a hint before it is asked for"
+            )
+    assert set(answers) == set(PIECES)
+    for name, levels in HINTS.items():
+        for line in answers[name]:
+            code = re.sub(r"\s+", "", line.split("  #")[0])
+            for level, text in enumerate(levels, 1):
+                assert len(code) < 8 or code not in re.sub(r"\s+", "", text).replace("`", ""), (
+                    f"hint {level} of {name} holds a line of the answer: {line}"
+                )
+
+
+def test_the_workbook_imports_hint_and_its_intro_says_how_to_ask(workbook):
+    for chapter, path in workbook.items():
+        cells = nbformat.read(path, 4).cells
+        if pieces_of(chapter):
+            assert any(f"import check, hint{HINT_NOTE}" in cell.source for cell in cells), chapter
+            assert f'`hint("{pieces_of(chapter)[0]}")` prints a nudge' in cells[0].source, chapter
 
 
 def test_nbgrader_clears_exactly_what_the_workbook_clears(workbook):

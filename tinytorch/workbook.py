@@ -46,6 +46,9 @@ _DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)")
 _DEFAULT_EXP = re.compile(r"^\s*#\|\s*default_exp\s+([\w.]+)")
 _EXPORTS = ("export", "exports", "exporti")
 _CHAPTER = re.compile(r"\d+[a-z]?_\w+")  # 03_attention, 02b_subwords; not 03_attention.old
+_CLEARED = "# Run this cell once your "  # the first line of a cell whose output the workbook cleared
+_CHECKS_IMPORT = re.compile(r"^from tinytorch\.checks import check$", re.MULTILINE)
+_CHECKS_IMPORT_WITH_HINT = 'from tinytorch.checks import check, hint  # stuck on a piece? hint("its name")'
 
 
 class WorkbookError(ValueError):
@@ -214,7 +217,14 @@ def _intro(stem: str, names: list[str]) -> str:
         "code and run the cell. The check cell below it then prints `built`, `not yet` or `wrong: ...` with what to "
         "fix; until your piece is built, the cells after it use tinytorch's version, so you can go on.\n\n"
         f"{task}\n\n"
-        f"Check your work on the whole chapter from a terminal, in a fresh kernel: `tinytorch check {number}`."
+        + (
+            f'Stuck on a piece? `hint("{names[0]}")` prints a nudge, `hint("{names[0]}", 2)` the approach; no hint '
+            "shows a line of the answer. Cells whose output would show your result before you have it are cleared: "
+            "they say so in their first line.\n\n"
+            if names
+            else ""
+        )
+        + f"Check your work on the whole chapter from a terminal, in a fresh kernel: `tinytorch check {number}`."
     )
 
 
@@ -257,6 +267,12 @@ def _workbook_chapter(nb: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
                 del cell.metadata["jupyter"]
         if not source.strip():
             continue  # the #| default_exp cell
+        used = [] if has_region else [n for n in names if re.search(rf"(?<![\w.\"']){re.escape(n)}\b", source)]
+        if used and not _CHECK_CALL.search(source):  # its output would show the learner's result before they have it
+            pieces = f"{', '.join(used)} {'is' if len(used) == 1 else 'are'}"
+            source = f"{_CLEARED}{pieces} built: its output is then yours.\n{source}"
+            cell.outputs = []
+        source = _CHECKS_IMPORT.sub(_CHECKS_IMPORT_WITH_HINT, source)
         cell.source = source
         if has_region or _CHECK_CALL.search(source):
             cell.outputs = []  # the answer's outputs, and the check's verdict on it
@@ -440,7 +456,8 @@ def check_chapter(path: str | Path, threads: int | None = None) -> ChapterCheck:
         learners = cell.metadata.get("nbgrader", {}).get("solution") or "# YOUR CODE HERE" in cell.source
         error = _error_of(cell) if cell.cell_type == "code" and index not in skip and not learners else None
         if error:
-            errors.append(CellError(index, _first_line(cell.source)[:60], *error))
+            shown = cell.source.split("\n", 1)[1] if cell.source.startswith(_CLEARED) else cell.source
+            errors.append(CellError(index, _first_line(shown)[:60], *error))
     return ChapterCheck(path.stem, results, errors)
 
 

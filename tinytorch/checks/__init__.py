@@ -25,7 +25,20 @@ import torch
 from tinytorch.bpe import _merge as _merge  # a trusted merge for tests/test_checks.py, as checks._merge
 from tinytorch.checks.helpers import Wrong, _describe, _expect_same
 
-__all__ = ["PIECES", "Piece", "Result", "Wrong", "check", "evaluate", "piece", "register", "register_exercise"]
+__all__ = [
+    "HINTS",
+    "PIECES",
+    "Piece",
+    "Result",
+    "Wrong",
+    "add_hints",
+    "check",
+    "evaluate",
+    "hint",
+    "piece",
+    "register",
+    "register_exercise",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,26 @@ class Result:
 
 
 PIECES: dict[str, Piece] = {}  # in course order
+HINTS: dict[str, tuple[str, ...]] = {}  # piece -> its hints, a nudge first, then the approach; none holds its answer
+
+
+def add_hints(hints: dict[str, tuple[str, ...]]) -> None:
+    """Give pieces their hints, in levels (at least two: a nudge in the chapter's words, then the approach)."""
+    for name, levels in hints.items():
+        if name not in PIECES or len(levels) < 2:
+            raise ValueError(f"hints for {name!r}: need a registered piece and at least two levels, got {levels!r}")
+        HINTS[name] = tuple(levels)
+
+
+def hint(name: str, level: int = 1) -> None:
+    """Print hint `level` of piece `name`: 1 is a nudge, 2 the approach. No hint gives a line of the answer."""
+    if name not in HINTS:
+        raise ValueError(f"no hints for {name!r}; the pieces are {', '.join(HINTS)}")
+    levels = HINTS[name]
+    if isinstance(level, bool) or not isinstance(level, int) or not 1 <= level <= len(levels):
+        raise ValueError(f"{name} has hints 1 to {len(levels)}, got level {level!r}")
+    more = f' (hint("{name}", {level + 1}) for more)' if level < len(levels) else ""
+    print(f"{name}, hint {level} of {len(levels)}: {levels[level - 1]}{more}")
 
 
 def register(name: str, chapter: str, what: str, reference: Callable, verify: Callable) -> Piece:

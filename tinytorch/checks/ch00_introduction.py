@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _gpt, _kind, _same, _shape
 from tinytorch.gpt import GPT
 
@@ -86,3 +86,22 @@ def _verify_too_long_message(my_too_long_message: Callable) -> None:
             f"got {out[:100]!r}: that is the message for another length; feed exactly block_size + 1 ids, "
             "with model.config.block_size rather than a fixed number"
         )
+
+
+add_hints(
+    {
+        "my_batch_logits": (
+            "The model reads a batch of token ids (B, T) and returns logits (B, T, V): here B is batch_size, "
+            "T is length, and every id must be below the model's vocab_size.",
+            "Draw random integer ids with torch.randint, from 0 up to model.config.vocab_size (excluded), in a tensor "
+            "of size (batch_size, length); call the model on them and return its output as it is, not a softmax of it.",
+        ),
+        "my_too_long_message": (
+            "The model refuses more than block_size positions with a ValueError; the exercise wants that error's "
+            "message, caught, rather than the error stopping the cell.",
+            "Make a (1, block_size + 1) tensor of integer ids (torch.zeros with dtype=torch.long will do), call the "
+            "model on it inside a try block, and in the except ValueError branch return the message, with str.",
+            "Read block_size from model.config rather than writing 64: the check uses a model with another block_size.",
+        ),
+    }
+)

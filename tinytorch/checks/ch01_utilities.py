@@ -6,7 +6,7 @@ from dataclasses import fields, replace
 import torch
 from torch import nn
 
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _describe, _kind, _num, _number, _pair, _same_class
 from tinytorch.config import GPTConfig, count_parameters
 
@@ -96,3 +96,31 @@ def _verify_shared_counts(my_shared_counts: Callable) -> None:
     if separate == want[0]:
         raise Wrong("the second Sequential needs two separate layers: nn.Sequential(a, nn.Linear(4, 4))")
     raise Wrong(f"returned ({_num(shared)}, {_num(separate)}): count the parameters with count_parameters(...)")
+
+
+add_hints(
+    {
+        "my_config": (
+            "A GPTConfig is frozen: you cannot change a field of the default, but you can make a new config that "
+            "differs only in n_layer (the number of blocks) and n_embd (the width).",
+            "Either call GPTConfig with n_layer and n_embd as keyword arguments, leaving the other fields to their "
+            "defaults, or use dataclasses.replace on a default GPTConfig() with those two fields.",
+        ),
+        "my_valid_heads": (
+            "GPTConfig accepts n_head only when it divides n_embd evenly, since every head gets hs = n_embd / n_head "
+            "of the numbers.",
+            "Go through every head count from 1 up to max_heads included, and keep those that leave no remainder "
+            "(the % operator) when n_embd is divided by them; return them as a list, in increasing order.",
+            "Start at 1, not 0 (dividing by 0 raises), and remember that range stops before its end: max_heads counts.",
+        ),
+        "my_shared_counts": (
+            "count_parameters counts each tensor once, even when the same layer appears twice in a model; "
+            "two separately built layers have parameters of their own.",
+            "Make one nn.Linear(4, 4) and pass that same object twice to nn.Sequential; then make a Sequential of it "
+            "and a newly built nn.Linear(4, 4). Count both with count_parameters and return the two counts, "
+            "the shared one first.",
+            "Every call of nn.Linear(4, 4) makes a new layer: to share one, build it once, keep it in a variable, "
+            "and use that variable twice.",
+        ),
+    }
+)

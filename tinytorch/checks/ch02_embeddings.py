@@ -6,7 +6,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _compare, _kind, _randint, _randn, _randomized, _same, _shape
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import Embeddings
@@ -183,3 +183,48 @@ def _verify_embed_last(my_embed_last: Callable) -> None:
         hint = "with 5 ids, fewer than block_size 8, embed all 5"
         out = _shape(my_embed_last(copy.deepcopy(embeddings), short.clone()), (1, 5, 16), hint)
         _compare(out, _embed_last(embeddings, short))
+
+
+add_hints(
+    {
+        "encode": (
+            "A character's id is its position in the vocabulary chars (the first character has id 0), "
+            "not its Unicode number; the result is one id per character of the text, as a list of ints.",
+            "Build a dict from each character to its index once (enumerate gives both), then look every character "
+            "of the text up in it, in order, and return the ids as a list.",
+        ),
+        "decode": (
+            "Decoding undoes encode: id i stands for the character at position i of chars, and the result is one "
+            "string, not a list of characters.",
+            "Pick the character of chars at each id, in order, and glue them together with the join method of the "
+            "empty string.",
+        ),
+        "embed": (
+            "Each token's vector is its row of the token table wte plus a row of the position table wpe: the row of "
+            "its position t (0, 1, ..., T-1), not of its token id.",
+            "Index wte with the whole (B, T) tensor of ids to get (B, T, C); slice the first T rows of wpe, T being "
+            "the second dimension of idx, to get (T, C); add the two, and broadcasting repeats the positions over B.",
+        ),
+        "my_new_characters": (
+            "This is a question about sets of characters: those that text uses, minus those that known uses.",
+            "Turn each string into the set of its characters with set, then take the difference of the two sets "
+            "(the - operator, or .difference), with text's set first.",
+        ),
+        "my_one_hot_embed": (
+            "Looking up row i of the (V, C) table is the same as multiplying a one-hot vector (1 at position i, "
+            "0 elsewhere) by the table; do that for every id at once.",
+            "Turn idx (B, T) into one-hot vectors (B, T, V) with F.one_hot, giving num_classes as the number of rows "
+            "of weight; convert them to weight's dtype with .to; then take their matrix product with weight: "
+            "(B, T, V) times (V, C) gives (B, T, C).",
+            "Without num_classes, F.one_hot makes only as many columns as the largest id plus one; and its output is "
+            "int64, which a matrix product with float weights refuses.",
+        ),
+        "my_embed_last": (
+            "embeddings takes a batch (B, T) of at most block_size ids; here you have one 1-D sequence that may be "
+            "longer, so keep its end and make it a batch of one.",
+            "Slice the last embeddings.config.block_size ids with a negative start (a shorter sequence then keeps all "
+            "its ids), add a batch dimension in front (indexing with None, or unsqueeze(0)), and call embeddings on "
+            "the (1, T) result.",
+        ),
+    }
+)

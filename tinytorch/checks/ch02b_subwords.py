@@ -7,7 +7,7 @@ from itertools import pairwise
 from typing import Any
 
 from tinytorch.bpe import END_OF_TEXT, BPETokenizer, _encode_chunk, _merge
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.ch02_embeddings import _TEXT
 from tinytorch.checks.helpers import Wrong, _close, _describe, _num, _number, _returned
 
@@ -262,3 +262,66 @@ def _verify_join_documents(my_join_documents: Callable) -> None:
         f"a document that contains the string {END_OF_TEXT} was accepted: encode each document with "
         "tokenizer.encode(document), which refuses it"
     )
+
+
+add_hints(
+    {
+        "count_pairs": (
+            "Every id except the last has a right neighbour, and each such (left, right) pair counts once; pairs "
+            "overlap, so [7, 7, 7] holds (7, 7) twice.",
+            "Go through the neighbouring pairs with itertools.pairwise, which yields them as tuples, and keep a dict "
+            "from pair to count, adding 1 each time (dict.get with a default of 0 handles a pair not seen yet; "
+            "collections.Counter works too).",
+        ),
+        "merge": (
+            "Walk through ids from left to right: where the pair starts, its two ids become one new_id, and a merged "
+            "id cannot be part of a second pair, so merging (7, 7) in [7, 7, 7] gives [new_id, 7].",
+            "Build a new list with an index that a while loop moves along ids: if the current id and the next one "
+            "(when there is a next one) form the pair, append new_id and move two ahead; otherwise append the current "
+            "id and move one ahead.",
+            "Leave ids itself unchanged: build a new list rather than editing the one you were given. A for loop over "
+            "ids cannot skip the second id of a merged pair.",
+        ),
+        "train_merges": (
+            "Training repeats two steps num_merges times: count the pairs of the current ids, merge the most frequent "
+            "one into the next new token (merge i makes token 256 + i), and remember the pair.",
+            "In a loop over i, call your count_pairs on ids, pick the pair with the largest count (on a tie the "
+            "smallest pair: min with a key of the negated count, then the pair, does both), replace ids with what "
+            "merge returns for new id 256 + i, and append the pair to the list you return.",
+            "Count again after every merge: a merge changes ids, so the counts of the step before are stale, and "
+            "reusing them picks the same pair again.",
+        ),
+        "encode_chunk": (
+            "Replay the merges in the order they were learned: among the pairs present, the one with the smallest "
+            "rank goes first, wherever it stands, and this repeats until no pair present has a rank.",
+            "Loop while there are at least two ids: find the neighbouring pair of lowest rank (min over the pairs, "
+            "keyed by ranks.get with math.inf for pairs never merged); stop if it has no rank, else replace ids with "
+            "what merge returns for that pair and its rank as the new id. Return the ids at the end.",
+            "Merging the first pair found that has a rank is the classic mistake: always look at every pair present "
+            "and take the lowest rank.",
+        ),
+        "my_chars_per_token": (
+            "Compression is a ratio: the number of characters of the text divided by the number of tokens the "
+            "tokenizer makes of it.",
+            "Encode the text with tokenizer.encode, and divide the length of the text (its characters, not its UTF-8 "
+            "bytes) by the number of ids, with true division, /.",
+        ),
+        "my_glued_tokens": (
+            "A glued token holds the end of a word and the whitespace after it: look for a letter directly followed "
+            "by whitespace (a space, a newline, a tab) anywhere inside the token.",
+            "For each token, in order, look at its neighbouring pairs of characters (itertools.pairwise); keep the "
+            "token if any pair has a first character for which str.isalpha is true and a second for which "
+            "str.isspace is true.",
+            "isalpha is true for letters such as é too, and isspace for newlines; a digit or a comma before the space "
+            "does not make a token glued.",
+        ),
+        "my_join_documents": (
+            "Each document is encoded as text, and after each one, the last included, comes the id of the special "
+            "end-of-text token, which is not what encoding the string <|endoftext|> gives.",
+            "Look the end-of-text id up once in tokenizer.special_tokens, with the key END_OF_TEXT; then, for each "
+            "document in order, extend one list with tokenizer.encode of the document, followed by that id.",
+            "tokenizer.encode refuses a document that contains the string <|endoftext|>: let that ValueError through, "
+            "the check expects it.",
+        ),
+    }
+)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tinytorch.attention import CausalSelfAttention, attention_weights, causal_mask
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _compare, _num, _number, _position, _randn, _same, _shape
 from tinytorch.config import GPTConfig, count_parameters
 
@@ -306,3 +306,91 @@ def _verify_window_mask(my_window_mask: Callable) -> None:
             f"in {call}, query {t} {'may' if want[t, j] else 'may not'} look at key {j} (t - j = {t - j}), "
             f"but the mask holds {bool(out[t, j])} there"
         )
+
+
+add_hints(
+    {
+        "attention_scores": (
+            "Score [t, j] is the dot product of query t with key j, for every pair at once: one matrix product of q "
+            "with k transposed, where transposed swaps only the last two dimensions, so that B (and later nh) "
+            "ride along.",
+            "Turn k from (..., T, hs) into (..., hs, T) with .transpose on its last two dimensions (-2 and -1, which "
+            "works with or without heads), then take the matrix product of q with it: (..., T, hs) times "
+            "(..., hs, T) gives (..., T, T).",
+            "Keep q first (the product the other way round gives key against query), and do not divide yet: "
+            "that is scale_scores.",
+        ),
+        "scale_scores": (
+            "A dot product of hs numbers of variance 1 has a variance of about hs; dividing the scores by √hs brings "
+            "it back to about 1, whatever the head size.",
+            "Divide the scores by the square root of head_size, with math.sqrt: not by head_size itself, and not by "
+            "the scores' last dimension, which is T.",
+        ),
+        "mask_future": (
+            "Query t may look at key j only when j ≤ t: every score above the diagonal (a key after its query) must "
+            "become −∞, so that softmax gives it weight 0; the diagonal stays, a token sees itself.",
+            "causal_mask(T, T, device) is True where a query may look: invert it with ~ and give it to masked_fill "
+            "with float('-inf'), T being the scores' last dimension; the (T, T) mask broadcasts over B and nh.",
+            "Use masked_fill, which returns a new tensor, not masked_fill_, which changes the input; and −∞, not 0 or "
+            "a large negative number: a score of 0 still gets weight after the softmax.",
+        ),
+        "softmax_rows": (
+            "Softmax turns each row (the last dimension) into positive weights that sum to 1: exponentiate, then "
+            "divide by the row's sum; subtract each row's largest score first, or exp overflows on large scores.",
+            "Take each row's maximum with .amax over dim=-1 with keepdim=True, subtract it from the scores, "
+            "exponentiate with .exp(), and divide by the sum of those over dim=-1, again with keepdim=True, so that "
+            "the (..., 1) shape broadcasts back over the row.",
+            "Sum over dim=-1 only, the keys: the rows must sum to 1, not the columns or the whole tensor. Scores of −∞ "
+            "need nothing special, their exp is 0.",
+        ),
+        "causal_weights": (
+            "Chain the four functions you wrote: scores, scale, mask, softmax; the mask must come before the softmax, "
+            "so that hidden keys get weight exactly 0 and the visible ones share all of it.",
+            "Compute attention_scores of q and k, pass them to scale_scores with the head size (the last dimension "
+            "of q), then to mask_future, then to softmax_rows, and return the weights (B, T, T).",
+        ),
+        "weighted_sum": (
+            "Output t mixes the values: the sum over j of weight [t, j] times v_j. For all t at once that is one more "
+            "matrix product.",
+            "Take the matrix product of weights (..., T, T) with v (..., T, hs), weights first: it gives (..., T, hs), "
+            "and row t of the weights then mixes only the values of positions up to t.",
+        ),
+        "split_heads": (
+            "Each head gets its own hs = C / nh of every token's numbers: cut the last dimension C into nh pieces, "
+            "then put the heads before the positions, so that each head is a (T, hs) table.",
+            "Read B, T and C from the shape of x; .view x as (B, T, nh, hs), with hs the whole-number quotient of C "
+            "by n_head; then .transpose dimensions 1 and 2 to get (B, nh, T, hs).",
+            "Viewing x directly as (B, nh, T, hs) cuts the numbers in the wrong order and mixes positions: split C "
+            "first, then transpose.",
+        ),
+        "merge_heads": (
+            "merge_heads undoes split_heads: the positions go back before the heads, (B, T, nh, hs), then each "
+            "position's nh pieces of hs numbers are joined into C = nh · hs.",
+            "Read B, nh, T and hs from the shape of y; .transpose dimensions 1 and 2; then .contiguous() and .view to "
+            "(B, T, nh · hs), or .reshape, which copies when it must.",
+            ".view right after .transpose fails, the numbers are no longer stored in order; reshaping y without "
+            "transposing back mixes numbers of other positions into each position's output.",
+        ),
+        "my_attention_parameters": (
+            "CausalSelfAttention has two Linear layers: qkv, one fused Linear(C, 3C) for every head's queries, keys "
+            "and values, and proj, a Linear(C, C); n_head only splits them, so it does not change the count.",
+            "A Linear(in, out) holds in · out weights and out biases: add up both layers' weights and biases for "
+            "width C and return the total as an int.",
+        ),
+        "my_bidirectional_weights": (
+            "An encoder lets every token see every other: the same steps as attention_weights (scores, scaled by √hs, "
+            "and a softmax over the keys), only without the causal mask.",
+            "Take the matrix product of q with k transposed on its last two dimensions, divide by the square root of "
+            "hs (the last dimension of k), and apply a softmax over dim=-1, with F.softmax or your softmax_rows.",
+        ),
+        "my_window_mask": (
+            "Query t may look at key j when j is not after t and fewer than window positions before it: "
+            "0 ≤ t − j < window. Return a (T, T) bool tensor, the rows the queries, the columns the keys.",
+            "Build the (T, T) table of differences t − j by broadcasting a column of positions (torch.arange, with a "
+            "new last dimension) against a row of them, then combine two comparisons on it with &. Another way: "
+            "causal_mask(T, T) without the entries that torch.tril of ones marks with diagonal=-window.",
+            "Mind the off-by-one: token t sees itself and the window − 1 tokens before it. With window 1 only the "
+            "diagonal is True; with a window of T or more you get causal_mask(T, T).",
+        ),
+    }
+)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinytorch.blocks import Block
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
@@ -288,3 +288,65 @@ def _verify_written_into_stream(my_written_into_stream: Callable) -> None:
             f"without the scaling, 24 blocks should write several times more than with it; yours measured "
             f"{_num(unscaled)} without and {_num(scaled)} with: pass scale_residual on to init_like_gpt2"
         )
+
+
+add_hints(
+    {
+        "layer_norm": (
+            "LayerNorm normalises each token on its own: its C numbers (the last dimension) get mean 0 and "
+            "variance 1, then are scaled by weight and shifted by bias, when there is one.",
+            "Take the mean over dim=-1 with keepdim=True, the variance as the mean of the squared differences from "
+            "it, subtract the mean and divide by the square root of the variance plus eps, multiply by weight, and "
+            "add bias only if it is not None.",
+            "The classic traps: the variance must be the biased one (divide by C; with .var, unbiased=False), eps "
+            "goes inside the square root, and use the eps argument rather than a fixed 1e-5.",
+        ),
+        "gelu": (
+            "GPT-2's GELU is the tanh approximation, 0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 · x³))): write "
+            "that formula with tensor operations, element by element.",
+            "Use torch.tanh on the tensor, math.sqrt and math.pi for the constant √(2/π), and the power operator for "
+            "the cube; not F.gelu, and not the exact GELU with erf.",
+            "Mind the cube inside the tanh (x³, not x²) and the factor 0.5 in front.",
+        ),
+        "mlp_forward": (
+            "The MLP works on each position on its own: fc goes from C up to 4C, GELU bends the result, and proj "
+            "comes back down to C, so that it can be added to the stream.",
+            "Apply fc to x, your gelu to that, and proj to the result, as nested calls: (B, T, C) → (B, T, 4C) → "
+            "(B, T, 4C) → (B, T, C).",
+            "Without the GELU two Linear layers in a row are one Linear layer; use GPT-2's tanh GELU (your gelu), "
+            "not ReLU and not the exact GELU.",
+        ),
+        "block_forward": (
+            "A pre-norm block has two residual additions: each branch (attention, then the MLP) reads a normalised "
+            "copy of the stream x, and its output is added to x; the sum itself is not normalised.",
+            "First replace x with x plus block.attn applied to block.ln_1 of x; then return that new x plus "
+            "block.mlp applied to block.ln_2 of the new x.",
+            "The MLP must read the updated stream, after attention's addition, not the block's input.",
+        ),
+        "my_gpt2_block": (
+            "Count a block's parts from their shapes, with C = 768: attention (qkv Linear(C, 3C) and proj "
+            "Linear(C, C)), the MLP (fc Linear(C, 4C) and proj Linear(4C, C)) and the two LayerNorms.",
+            "A Linear(in, out) has in · out weights and out biases, a LayerNorm of width C has C weights and C "
+            "biases; add everything up for the block, and divide the MLP's count by the block's for the fraction.",
+            "12·C² and 2/3 count the matrices only: the biases and the LayerNorms make both numbers a little "
+            "different.",
+        ),
+        "my_rms_norm": (
+            "RMSNorm is LayerNorm without the mean: each token's C numbers are divided by their root mean square, "
+            "then multiplied by weight; there is no bias.",
+            "Square x, take the mean over dim=-1 with keepdim=True, add eps, take the square root with torch.sqrt, "
+            "divide x by it and multiply by weight.",
+            "eps goes inside the square root, use the eps argument, and average the squares over the C numbers "
+            "(a mean, not a sum); do not subtract the mean of x.",
+        ),
+        "my_written_into_stream": (
+            "What the blocks wrote into the residual stream is the stack's output minus its input; its standard "
+            "deviation measures how much, and GPT-2's 1/√(2L) scaling of the projections keeps it small at depth.",
+            "Build depth real Blocks with build_stack, re-initialize them with init_like_gpt2, passing scale_residual "
+            "and a torch.Generator seeded with depth; make a float64 x_probe of shape (4, 16, 64) with torch.randn "
+            "and a seeded generator, run the stack under torch.no_grad(), and return the std of output minus x_probe.",
+            "Subtract the input before taking the std (the output itself has about the input's std, 1), and return a "
+            "Python float with .item(), not a tensor.",
+        ),
+    }
+)

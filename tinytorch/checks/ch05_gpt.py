@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
@@ -244,3 +244,50 @@ def _verify_training_days(my_training_days: Callable) -> None:
             f"{call} returned {_num(got)}: "
             + (hint or f"too {'large' if got > want else 'small'}; FLOPs per token × tokens / FLOP/s gives seconds")
         )
+
+
+add_hints(
+    {
+        "gpt_forward": (
+            "Follow a token id through the model as the chapter's diagram does: embeddings, every block in order, the "
+            "final LayerNorm, then the output layer that turns each vector into V scores.",
+            "Use the model's own parts: model.embeddings on idx gives (B, T, C); loop over model.blocks, each "
+            "(B, T, C) to (B, T, C); then model.ln_f and model.lm_head give the logits (B, T, V).",
+        ),
+        "cross_entropy": (
+            "The loss is minus the log of the probability the model gave to the right token, averaged over every "
+            "position of the batch.",
+            "Take log_softmax over the vocabulary (the last dimension), pick at each position the entry of its target "
+            "with gather (the targets need a trailing dimension of size 1), average, and flip the sign.",
+            "log_softmax is stable for large logits; a softmax followed by a log can give log(0) = -inf.",
+        ),
+        "lm_loss": (
+            "A batch of ids is both the input and the answer: the target at position t is the token at t + 1.",
+            "Split each row into inputs (all tokens but the last) and targets (all but the first), run the model on "
+            "the inputs and give its logits and the targets to next_token_loss.",
+        ),
+        "my_untied_params": (
+            "Tying makes the output layer reuse the token embedding's matrix, so it is counted once; untied, the "
+            "output layer has its own V × C matrix.",
+            "Either count the parameters of the tied model and add one more V × C matrix, or build the model, give "
+            "lm_head a new nn.Parameter of the same shape, and count (torch.device('meta') avoids allocating memory).",
+        ),
+        "my_uniform_loss": (
+            "If every logit of a position is equal, the model gives each of the V tokens the same probability, "
+            "whatever the target is.",
+            "Build logits of zeros of shape (B, T, V) and any targets below V, and return next_token_loss of them as "
+            "a Python float (.item()); it should equal ln V.",
+        ),
+        "my_unchanged_positions": (
+            "Causal attention means a position only sees the tokens at or before it: changing the token at t cannot "
+            "change the logits of the positions before t.",
+            "Copy ids, change the token at t to another valid id, run the model on both under torch.no_grad(), and "
+            "count the positions whose whole row of logits is exactly equal (.all over the vocabulary).",
+        ),
+        "my_training_days": (
+            "Total work is FLOPs per token times tokens; a machine does flops_per_second of it each second.",
+            "Use estimate_flops_per_token(config), multiply by the tokens, divide by the speed for seconds, then by "
+            "the seconds in a day (86,400).",
+        ),
+    }
+)

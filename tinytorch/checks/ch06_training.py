@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
@@ -414,3 +414,55 @@ def _verify_accumulation_config(my_accumulation_config: Callable) -> None:
                 f"{field.name} is {got!r}, but the exercise keeps its default, {want!r}: change only batch_size "
                 "and grad_accum"
             )
+
+
+add_hints(
+    {
+        "random_windows": (
+            "A window of T + 1 consecutive ids gives T inputs and, shifted by one, T targets; draw B random starts "
+            "with the generator you are given.",
+            "Draw B starts with torch.randint(..., generator=generator) so that a window never runs past the end, cut "
+            "all windows at once by indexing with the starts plus an arange of T + 1, make them int64 (.long()), and "
+            "return the window without its last id and the window without its first.",
+        ),
+        "lr_at": (
+            "Two phases: during warmup the rate climbs in a straight line to lr; after it, it follows half a cosine "
+            "from lr down to min_lr, reached at max_steps.",
+            "For step < warmup_steps scale lr by how far into the warmup the step is (the first step gets a rate above "
+            "zero); after it, compute progress from 0 to 1 over the remaining steps and mix lr and min_lr with "
+            "(1 + cos(π · progress)) / 2. Guard against warmup_steps == 0 and warmup_steps == max_steps.",
+        ),
+        "train_step": (
+            "One step is the five lines of the chapter's loop, in order: clear the old gradients, forward pass and "
+            "loss, backward pass, clip, optimizer step.",
+            "Zero the optimizer's gradients first (backward adds to .grad), compute the loss with next_token_loss, "
+            "run the backward pass, clip the norm of the model's gradients to grad_clip (nn.utils.clip_grad_norm_), "
+            "take the optimizer's step, and return the loss as a float.",
+        ),
+        "evaluate_loss": (
+            "An evaluation must not train: no dropout (eval mode), no gradients, and the model is left in the mode it "
+            "was in.",
+            "Remember the model's training flag, switch it to eval mode, compute the loss of each batch under "
+            "torch.no_grad() as a float, put the mode back as it was, and return the mean.",
+        ),
+        "my_short_run": (
+            "Write the chapter's hand-made loop for 40 steps, with the rate and clipping the arguments ask for, from a "
+            "seeded fresh model and batch generator, and keep every step's loss.",
+            "Seed, build GPT(config) and an AdamW at lr; at each step set every param group's lr (warmup: grow it "
+            "linearly over warmup_steps, none when it is 0), draw a batch, zero the gradients, loss, backward, clip "
+            "only if grad_clip is not None, step, and append the loss as a float.",
+        ),
+        "my_one_play_run": (
+            "Use the chapter's train with a TrainConfig of its own: a narrow model, a tiny training text (the start of "
+            "Hamlet), the same validation plays, and evaluations often enough to see the curves part.",
+            "Encode the first 3,000 characters of plays['hamlet'] as a uint8 tensor, build a TrainConfig with the "
+            "steps, batch, a constant learning rate, warmup and evaluation interval the exercise gives, a GPT with "
+            "n_embd=64 (dataclasses.replace), and return train(...)'s history.",
+        ),
+        "my_accumulation_config": (
+            "The windows of one optimizer step are batch_size × grad_accum; memory only has to hold batch_size of "
+            "them at once.",
+            "Return a TrainConfig whose batch_size is the most that fits and whose grad_accum makes up the rest.",
+        ),
+    }
+)

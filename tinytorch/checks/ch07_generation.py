@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tinytorch.attention import attention_weights
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.ch05_gpt import _GPT2_TEXT
 from tinytorch.checks.helpers import (
     Wrong,
@@ -332,3 +332,64 @@ def _verify_last_outputs(my_last_outputs: Callable) -> None:
         if _same(out, F.softmax(scores, dim=-1) @ v):
             raise Wrong("the queries see the keys after them: mask the future with attention_weights")
         _compare(out, full[:, :, -n:])
+
+
+add_hints(
+    {
+        "greedy_decode": (
+            "Generating is a loop: run the model, take the single most likely next token of the last position, "
+            "append it, and repeat; the model can only see block_size tokens.",
+            "Under torch.no_grad(), max_new_tokens times: crop idx to its last block_size columns, take the logits of "
+            "the last position, argmax over the vocabulary (keep a dimension of size 1), and torch.cat it to idx "
+            "along the time dimension.",
+        ),
+        "apply_temperature": (
+            "Temperature rescales the logits before the softmax: below 1 it sharpens the distribution, above 1 it "
+            "flattens it.",
+            "Divide the logits by the temperature; nothing else changes.",
+        ),
+        "top_k_logits": (
+            "Keep the k largest logits of each row where they are, and make every other token impossible (-inf); k "
+            "may be larger than V.",
+            "logits.topk gives each row's k largest values and their positions; start from a tensor full of -inf of "
+            "the logits' shape and put the values back at their positions (scatter), with k capped at V.",
+        ),
+        "top_p_logits": (
+            "The nucleus is the smallest set of most likely tokens whose probabilities add up to at least p; the "
+            "chapter's keep_nucleus finds it for one row of probabilities.",
+            "Start from a tensor full of -inf, and for each row: softmax it, ask keep_nucleus for the ids to keep, and "
+            "copy that row's logits at those ids.",
+        ),
+        "decode_step": (
+            "With a cache, only the new tokens go through the model; they sit at positions after those already "
+            "cached, and each layer adds their keys and values to its own cache.",
+            "Embed new_ids starting at position cache.length (model.embeddings takes start_pos), run each block with "
+            "its layer's cache (zip the blocks with cache.layers), then ln_f and lm_head, and return the last "
+            "position's logits (B, V).",
+        ),
+        "my_min_p_filter": (
+            "min-p keeps a token if its probability is at least min_p times the probability of the row's most likely "
+            "token; the rest become impossible.",
+            "Softmax each row, take the row's largest probability (keepdim=True), multiply by min_p for a threshold, "
+            "and masked_fill the logits below it with -inf.",
+        ),
+        "my_kv_cache_bytes": (
+            "The cache holds a key and a value vector for every layer, every sequence of the batch and every position, "
+            "each n_embd numbers of 4 bytes.",
+            "Multiply: keys and values (2) × layers × batch × block_size × n_embd × 4 bytes.",
+        ),
+        "my_positions": (
+            "Count, step by step, how many positions the model is given. Without a cache every step feeds the whole "
+            "window; with one only the first step and steps past block_size do.",
+            "Loop over the new tokens: the text before the token has prompt_length + step tokens; add the window "
+            "(that length, at most block_size) when there is no cache, at the first step, or when the text no "
+            "longer fits the context; otherwise add 1.",
+        ),
+        "my_last_outputs": (
+            "The last n queries still attend to every key before them; only the rows of the attention map for those "
+            "queries are needed.",
+            "Take the last n query positions, compute their attention weights against all the keys with the chapter's "
+            "attention_weights (it knows the mask for fewer queries than keys), and multiply by v.",
+        ),
+    }
+)

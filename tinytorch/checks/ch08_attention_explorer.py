@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tinytorch.attention import causal_mask
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _compare, _describe, _pair, _randn, _same, _shape
 
 
@@ -98,3 +98,20 @@ def _verify_row_entropy(my_row_entropy: Callable) -> None:
             _compare(out, expected)
         except Wrong as wrong:
             raise Wrong(f"for {what}: {wrong}") from None
+
+
+add_hints(
+    {
+        "my_previous_character_head": (
+            "A previous-character head puts its weight just left of the diagonal: query t on key t − 1.",
+            "For every layer and head, average the map's entries one below the diagonal (.diagonal with offset=-1 "
+            "over the last two dimensions), find the largest, and turn its flat index into (layer, head).",
+        ),
+        "my_row_entropy": (
+            "Entropy measures how spread a row of weights is: 0 when all the weight is on one key, ln T when it is "
+            "spread evenly; a weight of 0 adds nothing (0 · log 0 counts as 0).",
+            "Sum −w · ln w over each row, with the log of the zero weights replaced by 0 (torch.where) so that no nan "
+            "appears.",
+        ),
+    }
+)

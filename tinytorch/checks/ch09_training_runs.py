@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from tinytorch.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _generator, _gpt, _kind, _number, _pair, _randint, _randn
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import next_token_loss
@@ -97,3 +97,20 @@ def _verify_state_bytes(my_state_bytes: Callable) -> None:
                 f"the tensors whose names start with {prefix} take {'more' if value < expected else 'fewer'} than "
                 f"{value:,.0f} bytes: add up tensor.nbytes over them"
             )
+
+
+add_hints(
+    {
+        "my_read_header": (
+            "A safetensors file starts with 8 bytes that give the length of the JSON header that follows them.",
+            "Open the file in binary, read 8 bytes and turn them into an int (little-endian), read that many bytes "
+            "more and parse them with json.loads.",
+        ),
+        "my_state_bytes": (
+            "The checkpoint's tensors are named by what they hold: 'model.' for the weights, 'optimizer.' for Adam's "
+            "averages and step counts.",
+            "Go over checkpoint.tensors and add each tensor's .nbytes to the total of its prefix; return the two "
+            "totals.",
+        ),
+    }
+)

@@ -4,7 +4,7 @@ import copy
 import math
 from collections.abc import Callable
 
-from tinytorch.checks import piece
+from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _kind
 
 
@@ -65,3 +65,19 @@ def _verify_frontier(my_frontier: Callable) -> None:
             raise Wrong(f"at budget {budget} that is not the run of the lowest val")
     if list(got) != list(want):
         raise Wrong("put the budgets in increasing order: dict(sorted(...items()))")
+
+
+add_hints(
+    {
+        "my_steps_for": (
+            "The budget pays for the evaluations first; what is left, divided by the time of a step, is the steps.",
+            "Convert the minutes to seconds, subtract the evaluations' seconds, divide by seconds_per_step, round "
+            "down, and never return fewer than 0.",
+        ),
+        "my_frontier": (
+            "For each budget keep the run with the lowest validation loss, the whole run.",
+            "Go over the runs keeping, per minutes, the best so far in a dict; return it with its budgets sorted "
+            "(dict(sorted(...items()))).",
+        ),
+    }
+)
