@@ -122,7 +122,13 @@ class AttentionView(anywidget.AnyWidget):
 
     _esm = """
     const shown = (c) => ({" ": "␣", "\\n": "⏎", "\\t": "⇥"})[c] ?? c;
-    const shade = (w) => `hsl(222, 70%, ${(97 - 62 * Math.min(1, Math.max(0, w))).toFixed(1)}%)`;
+    const LIGHT = [242, 245, 253], DARK = [27, 64, 152];  // the shades of weight 0 and of weight 1 (r, g, b)
+    const mix = (w) => LIGHT.map((c, i) => Math.round(c + (DARK[i] - c) * Math.min(1, Math.max(0, w))));
+    const shade = (w) => `rgb(${mix(w).join(", ")})`;
+    const linear = (c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    const luminance = (rgb) => rgb.reduce((sum, c, i) => sum + [0.2126, 0.7152, 0.0722][i] * linear(c / 255), 0);
+    // black or white text, whichever contrasts more with the shade: at least 4.58:1 on any shade (WCAG AA: 4.5:1)
+    const ink = (w) => ((luminance(mix(w)) + 0.05) ** 2 > 0.05 * 1.05 ? "#000" : "#fff");
     function cell(className, text = "") {
       const div = document.createElement("div");
       div.className = className;
@@ -144,6 +150,7 @@ class AttentionView(anywidget.AnyWidget):
           span.textContent = c === "\\n" ? "⏎" : c;
           span.title = `position ${i}, ${shown(c)}: weight ${(row[i] ?? 0).toFixed(3)}`;
           span.style.background = shade((row[i] ?? 0) / top);
+          span.style.color = ink((row[i] ?? 0) / top);
           span.addEventListener("click", () => select(i));
           return c === "\\n" ? [span, document.createElement("br")] : [span];
         }));
