@@ -460,6 +460,10 @@ class SamplingPlayground:
     def figure(self) -> Figure:
         """The current chart as a matplotlib figure: the picture of a saved notebook."""
         fig, ax = plt.subplots(figsize=(8, 3))
+        if not self.view.labels:  # a prompt it cannot read: no chart, only the caption that says so
+            ax.set_title(self.view.caption, fontsize=10)
+            ax.axis("off")
+            return fig
         x = torch.arange(len(self.view.labels))
         ax.bar(x - 0.2, self.view.before, width=0.4, color="#b0b0b0", label="the model (temperature 1)")
         colors = ["#1f77b4" if kept else "#dddddd" for kept in self.view.kept]
@@ -480,8 +484,11 @@ class SamplingPlayground:
     def _on_change(self, change) -> None:
         try:
             self._show()
-        except ValueError as error:
+        except ValueError as error:  # say why, and clear the chart: the last prompt's would pass for this one's
             self.message.value = f"<div style='white-space: normal; color: #b00'>⚠ {html.escape(str(error))}</div>"
+            with self.view.hold_sync():
+                self.view.labels, self.view.before, self.view.after, self.view.kept = [], [], [], []
+                self.view.caption = "no chart: the model cannot read this prompt (see the message above)"
 
     def _show(self) -> None:
         state = self.render()
