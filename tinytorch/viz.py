@@ -96,9 +96,9 @@ def plot_layer(weights: torch.Tensor, chars: str) -> Figure:
     nh, T = weights.size(0), len(chars)
     if weights.dim() != 3 or tuple(weights.shape[1:]) != (T, T):
         raise ValueError(f"weights have shape {tuple(weights.shape)}; expected (n_head, {T}, {T}) for {T} characters")
-    ncols = min(nh, 3)
+    ncols = min(nh, 2)  # two heatmaps to a row: big enough for 8-pt labels, narrow enough for the notebook
     nrows = -(-nh // ncols)  # ceil
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.6 * nrows), squeeze=False)
     for h, ax in enumerate(axes.flat):
         if h >= nh:
             ax.axis("off")  # an empty slot in the last row
@@ -106,8 +106,8 @@ def plot_layer(weights: torch.Tensor, chars: str) -> Figure:
         image = ax.imshow(weights[h].detach().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"head {h}", fontsize=9)
         if T <= 24:  # characters are readable only on short texts
-            ax.set_xticks(range(T), _visible(chars), fontsize=6)
-            ax.set_yticks(range(T), _visible(chars), fontsize=6)
+            ax.set_xticks(range(T), _visible(chars), fontsize=8)
+            ax.set_yticks(range(T), _visible(chars), fontsize=8)
         else:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -472,7 +472,7 @@ class SamplingPlayground:
         ax.set_xlabel("next character (the most likely first)")
         ax.set_ylabel("probability")
         ax.set_title(self.view.caption.split(" (")[1].rstrip(")"), fontsize=10)
-        ax.legend(fontsize=9)
+        ax.legend(fontsize=10)
         return fig
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
