@@ -1,7 +1,7 @@
 """The attention explorer and the sampling playground in a real browser: JupyterLab, Debian's chromium, Playwright.
 
 Skipped (with the reason shown) when chromium or playwright is missing. Nothing in the repo changes:
-the notebook is copied into a temporary directory that JupyterLab serves.
+the notebook is copied into a temporary directory that JupyterLab serves, with one cell added at its end (RAMP).
 """
 
 import json
@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from tinytorch.checkpoint import load_checkpoint
@@ -34,6 +35,12 @@ pytestmark = [
 ]
 TOKEN = "tinytorch-browser-test"
 FAILURE_SCREENSHOT = Path(os.environ.get("TMPDIR", "/tmp")) / "tinytorch-browser-failure.png"
+RAMP_CAPTION = "the shading at every weight"
+# the cell added to the copy: the explorer's text view with one character at every weight from 0 to 1, by 0.001
+RAMP = (
+    "from tinytorch.viz import AttentionView\n"
+    f"AttentionView(chars=['W'] * 1001, row=[i / 1000 for i in range(1001)], caption={RAMP_CAPTION!r})"
+)
 
 
 def free_port() -> int:
@@ -47,7 +54,9 @@ def lab(tmp_path):
     """A JupyterLab server on a free port, with isolated settings, serving a copy of the notebook."""
     serve = tmp_path / "serve"
     serve.mkdir()
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, serve / NOTEBOOK)
+    notebook = nbformat.read(ROOT / "notebooks" / NOTEBOOK, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(RAMP))
+    nbformat.write(notebook, serve / NOTEBOOK)
     home = tmp_path / "home"
     dirs = {name: home / name.lower() for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR")}
     dirs["JUPYTERLAB_SETTINGS_DIR"] = home / "lab-settings"
@@ -92,6 +101,35 @@ SCREENSHOTS = Path(os.environ.get("TMPDIR", "/tmp")) / "tinytorch-browser"
 FONT_SIZES = """(root) => Array.from(root.querySelectorAll('.tt-char, .tt-label, .tt-caption, .tt-bar-label'))
     .filter((el) => el.getClientRects().length > 0)
     .map((el) => parseFloat(getComputedStyle(el).fontSize) * el.getBoundingClientRect().height / el.offsetHeight)"""
+
+
+CONTRASTS = """(root) => {
+    const channels = (css) => css.match(/[\\d.]+/g).map(Number);  // "rgb(r, g, b)" or "rgba(r, g, b, a)"
+    const linear = (c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    const weights = [0.2126, 0.7152, 0.0722];  // WCAG 2's relative luminance
+    const luminance = (css) => channels(css).slice(0, 3).reduce((sum, c, i) => sum + weights[i] * linear(c / 255), 0);
+    return Array.from(root.querySelectorAll('.tt-char')).map((el) => {
+      const style = getComputedStyle(el), text = luminance(style.color), back = luminance(style.backgroundColor);
+      const opaque = (channels(style.color)[3] ?? 1) === 1 && (channels(style.backgroundColor)[3] ?? 1) === 1;
+      const ratio = (Math.max(text, back) + 0.05) / (Math.min(text, back) + 0.05);
+      return {ratio, opaque, color: style.color, background: style.backgroundColor, title: el.title};
+    });
+  }"""
+
+
+def assert_shading_readable(view, where: str) -> int:
+    """Every shaded character of the view has WCAG AA contrast (4.5:1) with its shade; returns how many were checked."""
+    chars = view.evaluate(CONTRASTS)
+    assert chars, f"{where}: no shaded characters"
+    assert all(char["opaque"] for char in chars), f"{where}: a character's colour or shade is transparent"
+    low = [char for char in chars if char["ratio"] < 4.5]
+    if low:
+        worst = min(low, key=lambda char: char["ratio"])
+        pytest.fail(
+            f"{where}: {len(low)} of {len(chars)} characters are under WCAG AA's 4.5:1, the lowest "
+            f"{worst['ratio']:.2f}:1 ({worst['color']} on {worst['background']}, {worst['title']})"
+        )
+    return len(chars)
 
 
 def smallest_label_pt(panel) -> float:
@@ -144,6 +182,10 @@ def test_explorer_and_playground_in_a_real_browser(lab, tmp_path):
             page.locator(".tt-bars").first.wait_for(timeout=90_000)  # the playground: the last widget
             wait_for_idle(page)
 
+            # the text view at every weight from 0 to 1 (the cell added to the copy): readable on every shade
+            ramp = page.locator(".tt-attention", has_text=RAMP_CAPTION)
+            assert assert_shading_readable(ramp, "the text view at every weight") == 1001
+
             # the untrained explorer: a click selects the query, the layer changes the shading
             tiny = page.locator(".widget-vbox", has=page.locator(".tt-attention")).first
             view = tiny.locator(".tt-attention")
@@ -176,6 +218,7 @@ def test_explorer_and_playground_in_a_real_browser(lab, tmp_path):
                 changes(page, view, lambda t=text: fill_and_leave(trained.locator("textarea"), t), f"{length} chars")
                 shown = view.locator(".tt-char").count()
                 assert shown == min(length, block), f"{length} characters: {shown} shown"
+                assert_shading_readable(view, f"the trained explorer at {length} characters")
                 smallest = smallest_label_pt(view)
                 assert smallest >= 9, f"at {length} characters a label is {smallest:.1f} pt, under 9 pt"
                 if length == 1000:

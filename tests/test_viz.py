@@ -290,3 +290,20 @@ def test_a_prompt_it_cannot_read_shows_a_message():
     assert "vocabulary" in playground.message.value
     playground.prompt.value = ""
     assert "empty" in playground.message.value
+
+
+def test_a_prompt_it_cannot_read_clears_the_chart_instead_of_keeping_the_last_prompts():
+    playground = playground_of()
+    assert playground.view.labels, "the first prompt has a chart"
+    playground.prompt.value = "to be!"  # '!' is not in the vocabulary
+    view = playground.view
+    assert (view.labels, view.before, view.after, view.kept) == ([], [], [], []), (
+        "the last prompt's chart is still shown"
+    )
+    assert "no chart" in view.caption and "message" in view.caption
+    playground.temperature.value = 0.5  # a knob moved meanwhile: still no chart
+    assert view.labels == [] and "vocabulary" in playground.message.value
+    bundle = playground._repr_mimebundle_()  # the saved picture of an empty chart
+    assert base64.b64decode(bundle["image/png"]).startswith(PNG) and "no chart" in bundle["text/plain"]
+    playground.prompt.value = "to be"  # readable again: its chart and no message
+    assert view.labels == playground.render()["labels"] and view.labels and playground.message.value == ""

@@ -96,9 +96,9 @@ def plot_layer(weights: torch.Tensor, chars: str) -> Figure:
     nh, T = weights.size(0), len(chars)
     if weights.dim() != 3 or tuple(weights.shape[1:]) != (T, T):
         raise ValueError(f"weights have shape {tuple(weights.shape)}; expected (n_head, {T}, {T}) for {T} characters")
-    ncols = min(nh, 3)
+    ncols = min(nh, 2)  # two heatmaps to a row: big enough for 8-pt labels, narrow enough for the notebook
     nrows = -(-nh // ncols)  # ceil
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3.6 * nrows), squeeze=False)
     for h, ax in enumerate(axes.flat):
         if h >= nh:
             ax.axis("off")  # an empty slot in the last row
@@ -106,8 +106,8 @@ def plot_layer(weights: torch.Tensor, chars: str) -> Figure:
         image = ax.imshow(weights[h].detach().cpu().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
         ax.set_title(f"head {h}", fontsize=9)
         if T <= 24:  # characters are readable only on short texts
-            ax.set_xticks(range(T), _visible(chars), fontsize=6)
-            ax.set_yticks(range(T), _visible(chars), fontsize=6)
+            ax.set_xticks(range(T), _visible(chars), fontsize=8)
+            ax.set_yticks(range(T), _visible(chars), fontsize=8)
         else:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -122,7 +122,13 @@ class AttentionView(anywidget.AnyWidget):
 
     _esm = """
     const shown = (c) => ({" ": "␣", "\\n": "⏎", "\\t": "⇥"})[c] ?? c;
-    const shade = (w) => `hsl(222, 70%, ${(97 - 62 * Math.min(1, Math.max(0, w))).toFixed(1)}%)`;
+    const LIGHT = [242, 245, 253], DARK = [27, 64, 152];  // the shades of weight 0 and of weight 1 (r, g, b)
+    const mix = (w) => LIGHT.map((c, i) => Math.round(c + (DARK[i] - c) * Math.min(1, Math.max(0, w))));
+    const shade = (w) => `rgb(${mix(w).join(", ")})`;
+    const linear = (c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+    const luminance = (rgb) => rgb.reduce((sum, c, i) => sum + [0.2126, 0.7152, 0.0722][i] * linear(c / 255), 0);
+    // black or white text, whichever contrasts more with the shade: at least 4.58:1 on any shade (WCAG AA: 4.5:1)
+    const ink = (w) => ((luminance(mix(w)) + 0.05) ** 2 > 0.05 * 1.05 ? "#000" : "#fff");
     function cell(className, text = "") {
       const div = document.createElement("div");
       div.className = className;
@@ -144,6 +150,7 @@ class AttentionView(anywidget.AnyWidget):
           span.textContent = c === "\\n" ? "⏎" : c;
           span.title = `position ${i}, ${shown(c)}: weight ${(row[i] ?? 0).toFixed(3)}`;
           span.style.background = shade((row[i] ?? 0) / top);
+          span.style.color = ink((row[i] ?? 0) / top);
           span.addEventListener("click", () => select(i));
           return c === "\\n" ? [span, document.createElement("br")] : [span];
         }));
@@ -453,6 +460,10 @@ class SamplingPlayground:
     def figure(self) -> Figure:
         """The current chart as a matplotlib figure: the picture of a saved notebook."""
         fig, ax = plt.subplots(figsize=(8, 3))
+        if not self.view.labels:  # a prompt it cannot read: no chart, only the caption that says so
+            ax.set_title(self.view.caption, fontsize=10)
+            ax.axis("off")
+            return fig
         x = torch.arange(len(self.view.labels))
         ax.bar(x - 0.2, self.view.before, width=0.4, color="#b0b0b0", label="the model (temperature 1)")
         colors = ["#1f77b4" if kept else "#dddddd" for kept in self.view.kept]
@@ -461,7 +472,7 @@ class SamplingPlayground:
         ax.set_xlabel("next character (the most likely first)")
         ax.set_ylabel("probability")
         ax.set_title(self.view.caption.split(" (")[1].rstrip(")"), fontsize=10)
-        ax.legend(fontsize=9)
+        ax.legend(fontsize=10)
         return fig
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
@@ -473,8 +484,11 @@ class SamplingPlayground:
     def _on_change(self, change) -> None:
         try:
             self._show()
-        except ValueError as error:
+        except ValueError as error:  # say why, and clear the chart: the last prompt's would pass for this one's
             self.message.value = f"<div style='white-space: normal; color: #b00'>⚠ {html.escape(str(error))}</div>"
+            with self.view.hold_sync():
+                self.view.labels, self.view.before, self.view.after, self.view.kept = [], [], [], []
+                self.view.caption = "no chart: the model cannot read this prompt (see the message above)"
 
     def _show(self) -> None:
         state = self.render()
