@@ -390,6 +390,23 @@ def _error_of(cell: nbformat.NotebookNode) -> tuple[str, str] | None:
     return None
 
 
+def _syntax_error(nb: nbformat.NotebookNode, name: str) -> str:
+    """What is wrong when the cell that defines piece `name` could not even be read by Python, or "": the check cell
+    below it would only say that the name is not defined."""
+    for cell in nb.cells:
+        if cell.cell_type != "code" or not re.search(rf"^\s*def {re.escape(name)}\(", cell.source, re.MULTILINE):
+            continue
+        error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
+        if error is None or error.get("ename") not in ("SyntaxError", "IndentationError", "TabError"):
+            return ""
+        found = re.search(r"^(.*) \(\S+, line (\d+)\)$", error.get("evalue", ""))
+        what, line = (found.group(1), int(found.group(2))) if found else (error.get("evalue", ""), None)
+        lines = cell.source.split("\n")
+        where = f", line {line}: {lines[line - 1].strip()!r}" if line and line <= len(lines) else ""
+        return f"your cell has a {error['ename']} ({what}){where}; fix it and run the cell again"
+    return ""
+
+
 def chapters_in(directory: str | Path = "workbook", chapters=None) -> list[Path]:
     """The workbook's chapter notebooks (or those named by `chapters`), in order."""
     directory = Path(directory)
@@ -444,8 +461,11 @@ def check_chapter(path: str | Path, threads: int | None = None) -> ChapterCheck:
     results = []
     for name in expected + [n for n in reported if n not in expected]:
         error = _error_of(nb.cells[check_cells[name]]) if name in check_cells else None
+        syntax = _syntax_error(nb, name)
         if name in reported:
             results.append(reported[name])
+        elif syntax:
+            results.append(Result(name, "wrong", syntax))
         elif error:
             message = f"its check cell raised {error[0]}: {error[1]}; did the cell above run without errors?"
             results.append(Result(name, "wrong", message))

@@ -13,9 +13,11 @@ registers its pieces when it is imported, so the chapters are imported at the en
 """
 
 import copy
+import functools
 import inspect
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,7 +33,9 @@ __all__ = [
     "Piece",
     "Result",
     "Wrong",
+    "SHORTCUTS",
     "add_hints",
+    "add_shortcuts",
     "check",
     "evaluate",
     "hint",
@@ -150,9 +154,11 @@ _HINTS = [
 ]
 
 
-def _hint(name: str, error: Exception) -> str:
+def _hint(name: str, error: Exception, source: str = "") -> str:
     """A hint for an error raised by the learner's code, or ""."""
     text = str(error)
+    if isinstance(error, RuntimeError) and re.search(r"\.T\b", source):
+        return "x.T reverses every dimension of a batch; to swap the last two use .transpose(-2, -1) (or .mT)"
     if isinstance(error, NameError):
         return "is it defined in a cell above, and did that cell run?"
     if isinstance(error, TypeError) and "argument" in text and name in PIECES:
@@ -169,9 +175,16 @@ def evaluate(name: str, answer: Any) -> Result:
         raise ValueError(f"no piece named {name!r}; known pieces: {', '.join(PIECES)}")
     if not callable(answer):
         return Result(name, "wrong", f"{name} is not a function: define it with def {name}(...):")
+    calls = []  # the arguments of the learner's last call, to name them when it fails on their shapes
+
+    @functools.wraps(answer)
+    def recorded(*args, **kwargs):
+        calls[:] = [(args, kwargs)]
+        return answer(*args, **kwargs)
+
     try:
         with torch.random.fork_rng(devices=[]):
-            PIECES[name].verify(answer)
+            PIECES[name].verify(recorded)
     except NotImplementedError:
         return Result(name, "not yet", "")
     except Wrong as wrong:
@@ -180,9 +193,60 @@ def evaluate(name: str, answer: Any) -> Result:
         lines = str(error).strip().splitlines()
         first = lines[0][:200].rstrip(".") if lines else ""
         message = f"calling {name} raised {type(error).__name__}" + (f": {first}" if first else "")
-        hint = _hint(name, error)
+        if calls and isinstance(error, (RuntimeError, IndexError)) and any(w in first for w in _SHAPE_ERRORS):
+            args, kwargs = calls[0]
+            given = [_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()]
+            message += f" (called with {', '.join(given)})"
+        hint = _hint(name, error, _source(answer))
         return Result(name, "wrong", message + (f"; {hint}" if hint else ""))
+    shortcuts = [] if answer is PIECES[name].reference else _shortcuts(name, _source(answer))  # tinytorch's may
+    shortcut = shortcuts[0] if shortcuts else None
+    if shortcut:
+        return Result(
+            name,
+            "wrong",
+            f"{name} calls {shortcut}, the library's ready-made version: the chapter asks you to write it out "
+            f'yourself, as its docstring says (hint("{name}") if you are stuck)',
+        )
     return Result(name, "built", "")
+
+
+_SHAPE_ERRORS = (  # PyTorch's words when the shapes of a call do not fit together
+    "must match the size",
+    "cannot be multiplied",
+    "Expected size",
+    "size mismatch",
+    "Dimension out of range",
+    "is invalid for input of size",
+    "number of dims",
+)
+
+
+def _source(answer: Callable) -> str:
+    """The learner's code, where Python can find it (a notebook cell, a file), else ""."""
+    try:
+        return inspect.getsource(answer)
+    except (OSError, TypeError):
+        return ""
+
+
+SHORTCUTS: dict[str, tuple[str, ...]] = {}  # piece -> regexes of the library calls it must not use (from scratch)
+
+
+def add_shortcuts(shortcuts: dict[str, tuple[str, ...]]) -> None:
+    """Name the library's ready-made versions of pieces the chapter asks to write out ("step by step")."""
+    for name, patterns in shortcuts.items():
+        if name not in PIECES:
+            raise ValueError(f"shortcuts for {name!r}: no such piece")
+        SHORTCUTS[name] = tuple(patterns)
+
+
+def _shortcuts(name: str, source: str) -> list[str]:
+    """The library calls of SHORTCUTS[name] found in the learner's code (comments and docstrings left out)."""
+    code = "\n".join(line.split("#")[0] for line in source.split("\n"))
+    code = re.sub(r'"""[\s\S]*?"""', "", code)
+    found = [re.search(pattern, code) for pattern in SHORTCUTS.get(name, ())]
+    return [match.group(0).rstrip("(") for match in found if match]
 
 
 def check(name: str, answer: Any) -> Callable:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tinytorch.attention import CausalSelfAttention, attention_weights, causal_mask
-from tinytorch.checks import add_hints, piece
+from tinytorch.checks import add_hints, add_shortcuts, piece
 from tinytorch.checks.helpers import Wrong, _compare, _num, _number, _position, _randn, _same, _shape
 from tinytorch.config import GPTConfig, count_parameters
 
@@ -394,3 +394,6 @@ add_hints(
         ),
     }
 )
+
+
+add_shortcuts({"softmax_rows": (r"\b(?:F|functional|torch)\.softmax\(", r"\.softmax\(", r"\bnn\.Softmax\b")})

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinytorch.blocks import Block
-from tinytorch.checks import add_hints, piece
+from tinytorch.checks import add_hints, add_shortcuts, piece
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
@@ -348,5 +348,13 @@ add_hints(
             "Subtract the input before taking the std (the output itself has about the input's std, 1), and return a "
             "Python float with .item(), not a tensor.",
         ),
+    }
+)
+
+
+add_shortcuts(
+    {
+        "layer_norm": (r"\b(?:F|functional|torch)\.layer_norm\(", r"\bnn\.LayerNorm\b"),
+        "gelu": (r"\b(?:F|functional|torch)\.gelu\(", r"\bnn\.GELU\b"),
     }
 )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from tinytorch.checks import add_hints, piece
+from tinytorch.checks import add_hints, add_shortcuts, piece
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
@@ -289,5 +289,17 @@ add_hints(
             "Use estimate_flops_per_token(config), multiply by the tokens, divide by the speed for seconds, then by "
             "the seconds in a day (86,400).",
         ),
+    }
+)
+
+
+add_shortcuts(
+    {
+        "cross_entropy": (
+            r"\b(?:F|functional)\.cross_entropy\(",
+            r"\bnn\.CrossEntropyLoss\b",
+            r"\b(?:F|functional)\.nll_loss\(",
+            r"\bnext_token_loss\(",
+        )
     }
 )

@@ -1,0 +1,340 @@
+"""A different but equivalent way to write a piece never reads wrong (einsum for @, F.softmax, torch.tril for the
+package's mask, a Python loop over heads or rows, reshape where view works, ...). The other direction, typical
+mistakes reading wrong with their message, is tests/test_checks.py's MISTAKES."""
+
+import math
+from itertools import pairwise
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinytorch.checks import evaluate
+from tinytorch.gpt import next_token_loss
+
+# ------------------------------------------------------------------ 02 embeddings
+
+
+def encode_with_a_loop(text, chars):
+    ids = []
+    for c in text:
+        ids.append(chars.index(c))
+    return ids
+
+
+def decode_with_a_loop(ids, chars):
+    text = ""
+    for i in ids:
+        text += chars[i]
+    return text
+
+
+def embed_with_arange_positions(idx, wte, wpe):
+    positions = torch.arange(idx.size(1))
+    return F.embedding(idx, wte) + F.embedding(positions, wpe)[None]
+
+
+# ------------------------------------------------------------------ 02b subwords
+
+
+def count_pairs_with_zip(ids):
+    counts = {}
+    for a, b in zip(ids, ids[1:], strict=False):
+        counts[(a, b)] = counts.get((a, b), 0) + 1
+    return counts
+
+
+def merge_with_a_for_loop_and_skip(ids, pair, new_id):
+    out, skip = [], False
+    for i, current in enumerate(ids):
+        if skip:
+            skip = False
+            continue
+        if i + 1 < len(ids) and (current, ids[i + 1]) == pair:
+            out.append(new_id)
+            skip = True
+        else:
+            out.append(current)
+    return out
+
+
+def train_merges_with_max_and_negated_pairs(ids, num_merges):
+    ids, merges = list(ids), []
+    for i in range(num_merges):
+        counts = {}
+        for pair in pairwise(ids):
+            counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            break
+        best = max(counts, key=lambda pair: (counts[pair], -pair[0], -pair[1]))  # a tie goes to the smaller pair
+        merges.append(best)
+        new_id, out, j = 256 + i, [], 0
+        while j < len(ids):
+            if j + 1 < len(ids) and (ids[j], ids[j + 1]) == best:
+                out.append(new_id)
+                j += 2
+            else:
+                out.append(ids[j])
+                j += 1
+        ids = out
+    return merges
+
+
+# ------------------------------------------------------------------ 03 attention
+
+
+def scores_with_einsum(q, k):
+    return torch.einsum("...td,...sd->...ts", q, k)
+
+
+def scores_with_matmul_and_mT(q, k):
+    return torch.matmul(q, k.mT)
+
+
+def scale_by_multiplying(scores, head_size):
+    return scores * head_size**-0.5
+
+
+def mask_with_tril(scores):
+    T = scores.size(-1)
+    keep = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    return scores.masked_fill(keep.logical_not(), float("-inf"))
+
+
+def mask_with_where(scores):
+    T = scores.size(-1)
+    future = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    return torch.where(future, torch.full_like(scores, -math.inf), scores)
+
+
+def softmax_with_max_values(scores):
+    shifted = scores - scores.max(dim=-1, keepdim=True).values
+    return shifted.exp() / shifted.exp().sum(dim=-1, keepdim=True)
+
+
+def causal_weights_with_library_softmax(q, k):
+    T = q.size(-2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).tril().logical_not(), float("-inf"))
+    return F.softmax(scores, dim=-1)
+
+
+def weighted_sum_with_einsum(weights, v):
+    return torch.einsum("...ts,...sd->...td", weights, v)
+
+
+def split_heads_with_reshape_and_permute(x, n_head):
+    B, T, C = x.shape
+    return x.reshape(B, T, n_head, C // n_head).permute(0, 2, 1, 3)
+
+
+def split_heads_with_a_loop_over_heads(x, n_head):
+    hs = x.size(-1) // n_head
+    return torch.stack([x[..., h * hs : (h + 1) * hs] for h in range(n_head)], dim=1)
+
+
+def merge_heads_with_reshape(y):
+    B, nh, T, hs = y.shape
+    return y.transpose(1, 2).reshape(B, T, nh * hs)
+
+
+def merge_heads_with_cat(y):
+    return torch.cat(list(y.unbind(dim=1)), dim=-1)
+
+
+# ------------------------------------------------------------------ 04 blocks
+
+
+def layer_norm_with_var_unbiased_false(x, weight, bias, eps=1e-5):
+    mean = x.mean(dim=-1, keepdim=True)
+    var = x.var(dim=-1, keepdim=True, unbiased=False)
+    out = (x - mean) * torch.rsqrt(var + eps) * weight
+    return out if bias is None else out + bias
+
+
+def gelu_with_tanh_from_math(x):
+    return 0.5 * x * (1.0 + torch.tanh((2.0 / math.pi) ** 0.5 * (x + 0.044715 * torch.pow(x, 3))))
+
+
+def mlp_forward_step_by_step(x, fc, proj):
+    h = fc(x)
+    h = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+    return proj(h)
+
+
+def block_forward_with_named_steps(x, block):
+    attended = block.attn(block.ln_1(x))
+    x = x + attended
+    thought = block.mlp(block.ln_2(x))
+    return x + thought
+
+
+# ------------------------------------------------------------------ 05 GPT
+
+
+def gpt_forward_with_a_sequential(model, idx):
+    return model.lm_head(model.ln_f(nn.Sequential(*model.blocks)(model.embeddings(idx))))
+
+
+def cross_entropy_with_logsumexp(logits, targets):
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (torch.logsumexp(logits, dim=-1) - picked).mean()
+
+
+def lm_loss_with_narrow(model, ids):
+    T = ids.size(1) - 1
+    return next_token_loss(model(ids.narrow(1, 0, T)), ids.narrow(1, 1, T))
+
+
+# ------------------------------------------------------------------ 06 training
+
+
+def lr_at_written_with_if_else(step, warmup_steps, max_steps, lr, min_lr):
+    if warmup_steps > 0 and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    span = max_steps - warmup_steps
+    progress = (step - warmup_steps) / span if span > 0 else 0.0
+    cosine = (1 + math.cos(math.pi * progress)) / 2
+    return min_lr + cosine * (lr - min_lr)
+
+
+def train_step_clearing_gradients_with_none(model, optimizer, x, y, grad_clip):
+    for p in model.parameters():
+        p.grad = None
+    logits = model(x)
+    loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+def evaluate_loss_under_inference_mode(model, batches):
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for x, y in batches:
+            total += next_token_loss(model(x), y).item()
+    model.train(was_training)
+    return total / len(batches)
+
+
+# ------------------------------------------------------------------ 07 generation
+
+
+def greedy_decode_with_inference_mode(model, idx, max_new_tokens):
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            context = idx[:, -model.config.block_size :]
+            next_id = model(context)[:, -1, :].argmax(dim=-1)  # (B,)
+            idx = torch.cat((idx, next_id.unsqueeze(1)), dim=1)
+    return idx
+
+
+def temperature_by_multiplying(logits, temperature):
+    return logits * (1.0 / temperature)
+
+
+def top_k_with_kth_value_threshold(logits, k):
+    k = min(k, logits.size(-1))
+    threshold = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1): the k-th largest
+    return torch.where(logits < threshold, torch.full_like(logits, float("-inf")), logits)
+
+
+def top_p_with_sort_and_cumsum(logits, p):
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    drop = cumulative - sorted_logits.softmax(dim=-1) >= p  # the mass before a token already reaches p
+    sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+VARIANTS = [
+    ("encode", encode_with_a_loop),
+    ("decode", decode_with_a_loop),
+    ("embed", embed_with_arange_positions),
+    ("count_pairs", count_pairs_with_zip),
+    ("merge", merge_with_a_for_loop_and_skip),
+    ("train_merges", train_merges_with_max_and_negated_pairs),
+    ("attention_scores", scores_with_einsum),
+    ("attention_scores", scores_with_matmul_and_mT),
+    ("scale_scores", scale_by_multiplying),
+    ("mask_future", mask_with_tril),
+    ("mask_future", mask_with_where),
+    ("softmax_rows", softmax_with_max_values),
+    ("causal_weights", causal_weights_with_library_softmax),
+    ("weighted_sum", weighted_sum_with_einsum),
+    ("split_heads", split_heads_with_reshape_and_permute),
+    ("split_heads", split_heads_with_a_loop_over_heads),
+    ("merge_heads", merge_heads_with_reshape),
+    ("merge_heads", merge_heads_with_cat),
+    ("layer_norm", layer_norm_with_var_unbiased_false),
+    ("gelu", gelu_with_tanh_from_math),
+    ("mlp_forward", mlp_forward_step_by_step),
+    ("block_forward", block_forward_with_named_steps),
+    ("gpt_forward", gpt_forward_with_a_sequential),
+    ("cross_entropy", cross_entropy_with_logsumexp),
+    ("lm_loss", lm_loss_with_narrow),
+    ("lr_at", lr_at_written_with_if_else),
+    ("train_step", train_step_clearing_gradients_with_none),
+    ("evaluate_loss", evaluate_loss_under_inference_mode),
+    ("greedy_decode", greedy_decode_with_inference_mode),
+    ("apply_temperature", temperature_by_multiplying),
+    ("top_k_logits", top_k_with_kth_value_threshold),
+    ("top_p_logits", top_p_with_sort_and_cumsum),
+]
+
+
+@pytest.mark.parametrize(("name", "answer"), VARIANTS, ids=[answer.__name__ for _, answer in VARIANTS])
+def test_an_equivalent_way_to_write_a_piece_reads_built(name, answer):
+    result = evaluate(name, answer)
+    assert (result.status, result.message) == ("built", ""), result.message
+
+
+# ------------------------------------------------------------------ what is not a mistake of the piece gets its words
+
+
+def layer_norm_by_the_library(x, weight, bias, eps=1e-5):
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+
+def softmax_rows_by_the_method(scores):
+    return scores.softmax(dim=-1)
+
+
+def gelu_by_the_library(x):
+    return F.gelu(x, approximate="tanh")
+
+
+def cross_entropy_by_the_library(logits, targets):
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+SHORTCUTS = [
+    ("layer_norm", layer_norm_by_the_library, "F.layer_norm"),
+    ("softmax_rows", softmax_rows_by_the_method, ".softmax"),
+    ("gelu", gelu_by_the_library, "F.gelu"),
+    ("cross_entropy", cross_entropy_by_the_library, "F.cross_entropy"),
+]
+
+
+@pytest.mark.parametrize(("name", "answer", "call"), SHORTCUTS, ids=[answer.__name__ for _, answer, _ in SHORTCUTS])
+def test_the_librarys_version_where_the_chapter_asks_for_it_written_out_is_pointed_out(name, answer, call):
+    result = evaluate(name, answer)
+    assert result.status == "wrong"
+    assert result.message.startswith(f"{name} calls {call}, the library's ready-made version: the chapter asks you")
+    assert f'hint("{name}")' in result.message
+
+
+def scores_with_dot_T(q, k):
+    return q @ k.T
+
+
+def test_a_shape_error_names_the_shapes_it_was_called_with_and_dot_T_is_explained():
+    message = evaluate("attention_scores", scores_with_dot_T).message
+    assert message.startswith("calling attention_scores raised RuntimeError: The size of tensor a")
+    assert "(called with <tensor of shape (2, 5, 4)>, <tensor of shape (2, 5, 4)>)" in message
+    dot_t = "x.T reverses every dimension of a batch; to swap the last two use .transpose(-2, -1) (or .mT)"
+    assert message.endswith(dot_t)
