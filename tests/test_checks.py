@@ -33,7 +33,7 @@ COURSE = {
         "split_heads",
         "merge_heads",
     ],
-    "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward"],
+    "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward", "Block"],
     "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss"],
     "06_training": ["random_windows", "lr_at", "train_step", "evaluate_loss"],
     "07_generation": ["greedy_decode", "apply_temperature", "top_k_logits", "top_p_logits", "decode_step"],

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tinytorch.attention import CausalSelfAttention
+from tinytorch.blocks import MLP, Block, LayerNorm
 from tinytorch.checks import evaluate
 from tinytorch.gpt import next_token_loss
 
@@ -338,3 +340,86 @@ def test_a_shape_error_names_the_shapes_it_was_called_with_and_dot_T_is_explaine
     assert "(called with <tensor of shape (2, 5, 4)>, <tensor of shape (2, 5, 4)>)" in message
     dot_t = "x.T reverses every dimension of a batch; to swap the last two use .transpose(-2, -1) (or .mT)"
     assert message.endswith(dot_t)
+
+
+# ------------------------------------------------------------------ modules: the learner's Block (chapter 04)
+
+
+class BlockWithTorchLayerNorm(nn.Module):
+    """Equivalent: nn.LayerNorm has the same parameters (weight, bias) and eps."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        attended = x + self.attn(self.ln_1(x))
+        return attended + self.mlp(self.ln_2(attended))
+
+
+class PostNormBlock(BlockWithTorchLayerNorm):
+    def forward(self, x):
+        x = self.ln_1(x + self.attn(x))
+        return self.ln_2(x + self.mlp(x))
+
+
+class BlockWithoutTheFirstResidual(BlockWithTorchLayerNorm):
+    def forward(self, x):
+        x = self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class BlockWhoseMlpReadsTheOldStream(BlockWithTorchLayerNorm):
+    def forward(self, x):
+        return x + self.attn(self.ln_1(x)) + self.mlp(self.ln_2(x))
+
+
+class BlockWithItsOwnNames(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.norm1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attention = CausalSelfAttention(config)
+        self.norm2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class BlockWithANarrowMlp(BlockWithTorchLayerNorm):
+    def __init__(self, config):
+        super().__init__(config)
+        self.mlp.fc = nn.Linear(config.n_embd, 2 * config.n_embd)
+        self.mlp.proj = nn.Linear(2 * config.n_embd, config.n_embd)
+
+
+class BlockNotAModule:
+    def __init__(self, config):
+        self.config = config
+
+
+MODULE_MISTAKES = [
+    ("Block", PostNormBlock, "normalise the branch's input, not the sum"),
+    ("Block", BlockWithoutTheFirstResidual, "the block must add to x"),
+    ("Block", BlockWhoseMlpReadsTheOldStream, "the MLP must read the updated stream"),
+    ("Block", BlockWithItsOwnNames, "your Block has no `ln_1.weight`: the package's Block has self.ln_1, a LayerNorm"),
+    ("Block", BlockWithANarrowMlp, "`mlp.fc.weight` has shape (32, 16) in your Block, (64, 16) in the package's"),
+    ("Block", BlockNotAModule, "Block(config) must give an nn.Module, got"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "message"), MODULE_MISTAKES, ids=[answer.__name__ for _, answer, _ in MODULE_MISTAKES]
+)
+def test_a_typical_mistake_in_a_module_reads_wrong_and_names_it(name, answer, message):
+    result = evaluate(name, answer)
+    assert result.status == "wrong" and message in result.message, result.message
+
+
+def test_an_equivalent_module_reads_built():
+    assert evaluate("Block", BlockWithTorchLayerNorm) == evaluate("Block", Block)
+    assert evaluate("Block", BlockWithTorchLayerNorm).status == "built"

@@ -38,7 +38,7 @@ STUB = 'raise NotImplementedError("{name}: not written yet")'
 CELL_TIMEOUT = 900  # seconds per cell when checking: chapter 06 trains a model
 KERNEL_STARTUP_TIMEOUT = 180  # seconds for a kernel to start: minutes on a busy machine, where nbclient's 60 failed
 
-_STUB = re.compile(r'raise NotImplementedError\("(\w+): not written yet"\)')
+_STUB = re.compile(r'raise NotImplementedError\("(\w+)(?:\.\w+)*: not written yet"\)')  # Block.forward: Block
 _CHECK_CALL = re.compile(r"\bcheck\(")
 _CHECKED_NAME = re.compile(r"""\bcheck\(\s*["'](\w+)["']""")
 _DEFINITION = re.compile(r"^(\s*)(?:async\s+def|def|class)\s+(\w+)")
@@ -118,13 +118,19 @@ def _enclosing_name(lines: list[str], number: int) -> str | None:
             if match and len(match.group(1)) < indent:
                 return match.group(2)
         return None
-    around = [
-        node
-        for node in ast.walk(tree)
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        and node.lineno <= number < node.end_lineno  # lineno is 1-based: the region starts after the def line
-    ]
-    return max(around, key=lambda node: node.lineno).name if around else None
+    around = sorted(
+        (
+            node
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and node.lineno <= number < node.end_lineno  # lineno is 1-based: the region starts after the def line
+        ),
+        key=lambda node: node.lineno,
+    )
+    if not around:
+        return None
+    classes = [node.name for node in around[:-1] if isinstance(node, ast.ClassDef)]
+    return ".".join([*classes, around[-1].name])  # a method is named with its class: Block.__init__
 
 
 def _stub_regions(source: str, where: str) -> tuple[str, list[str]]:
@@ -260,7 +266,7 @@ def _workbook_chapter(nb: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
                     '("nbgrader": {"solution": true, "grade_id": ...})'
                 )
             source, stubbed = _stub_regions(source, where)
-            names += [n for n in stubbed if n not in names]
+            names += [n for n in (name.split(".")[0] for name in stubbed) if n not in names]  # pieces, in order
             hidden = cell.metadata.get("jupyter", {})
             hidden.pop("source_hidden", None)  # the book folds its answers away; the learner's cell must show
             if "jupyter" in cell.metadata and not hidden:
@@ -345,7 +351,9 @@ def stubs(path: str | Path) -> list[str]:
     names = []
     for cell in nbformat.read(path, as_version=4).cells:
         if cell.cell_type == "code":
-            names += [n for n in _STUB.findall(cell.source) if n not in names]
+            for name in _STUB.findall(cell.source):  # Block.__init__ and Block.forward: the piece Block, once
+                if name not in names:
+                    names.append(name)
     return names
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from tinytorch.blocks import Block
 from tinytorch.checks import add_hints, add_shortcuts, piece
 from tinytorch.checks.helpers import (
+    _with_reference_weights,
     Wrong,
     _close,
     _compare,
@@ -148,6 +149,11 @@ def _verify_block_forward(block_forward: Callable) -> None:
         block = _randomized(Block(config), 130)
     x = _randn(2, 5, 16, seed=131)  # (B, T, C)
     out = _shape(block_forward(x.clone(), copy.deepcopy(block)), (2, 5, 16), "(B, T, C) -> (B, T, C)")
+    _diagnose_block(out, block, x)
+
+
+def _diagnose_block(out: torch.Tensor, block: Block, x: torch.Tensor) -> None:
+    """Nothing if `out` is the pre-norm block's output for x, else Wrong naming the mistake it matches."""
     with torch.no_grad():
         expected = block(x)
         if _same(out, expected):
@@ -163,6 +169,26 @@ def _verify_block_forward(block_forward: Callable) -> None:
         if _same(out, h + mlp(ln_2(x))):
             raise Wrong("the MLP must read the updated stream: after x = x + attn(ln_1(x)), x = x + mlp(ln_2(x))")
         _compare(out, expected)
+
+
+BLOCK_PARTS = {
+    "ln_1": "a LayerNorm(C) before attention",
+    "attn": "CausalSelfAttention(config)",
+    "ln_2": "a LayerNorm(C) before the MLP",
+    "mlp": "MLP(config)",
+}
+
+
+@piece("Block", "04_blocks", "the pre-norm block as a module: four parts in __init__, two residuals in forward", Block)
+def _verify_block(block_class: Callable) -> None:
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    with torch.random.fork_rng(devices=[]):  # building either block draws initial weights from the global generator
+        reference = _randomized(Block(config), 140)
+        mine = _with_reference_weights(block_class(config), reference, "Block", BLOCK_PARTS)
+    x = _randn(2, 5, 16, seed=141)  # (B, T, C)
+    with torch.no_grad():
+        out = _shape(mine(x.clone()), (2, 5, 16), "(B, T, C) -> (B, T, C)")
+    _diagnose_block(out, reference, x)
 
 
 def _gpt2_block() -> tuple[int, float]:
@@ -292,6 +318,15 @@ def _verify_written_into_stream(my_written_into_stream: Callable) -> None:
 
 add_hints(
     {
+        "Block": (
+            "The block owns four parts and uses them in forward: a LayerNorm and attention, then a LayerNorm and the "
+            "MLP. Name them as the package does (ln_1, attn, ln_2, mlp), or its weights will not load into yours.",
+            "In __init__, after super().__init__(), make two LayerNorms of width n_embd (with config.bias), a "
+            "CausalSelfAttention(config) and an MLP(config); in forward, add attention's output on the normalised "
+            "stream to the stream, then the MLP's output on the normalised updated stream.",
+            "Pre-norm: the LayerNorm goes on the branch's input, never on the sum; and the MLP reads the stream "
+            "after attention's addition.",
+        ),
         "layer_norm": (
             "LayerNorm normalises each token on its own: its C numbers (the last dimension) get mean 0 and "
             "variance 1, then are scaled by weight and shifted by bias, when there is one.",

@@ -201,3 +201,33 @@ def _pair(out: Any, what: str) -> tuple:
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise Wrong(f"return two numbers, {what}; got {_kind(out)}")
     return tuple(out)
+
+
+def _with_reference_weights(mine: Any, reference: nn.Module, cls: str, parts: dict[str, str]) -> nn.Module:
+    """The learner's module `mine` with `reference`'s weights loaded by name, in eval mode. Wrong when it is not a
+    module, or a parameter is missing, extra or of another shape: `parts` says what each top-level part holds."""
+    if not isinstance(mine, nn.Module):
+        raise Wrong(
+            f"{cls}(config) must give an nn.Module, got {_kind(mine)}: class {cls}(nn.Module), with "
+            "super().__init__() first in __init__"
+        )
+    want, got = reference.state_dict(), mine.state_dict()
+    names = ", ".join(f"self.{name}" for name in parts)
+    for key in want:
+        if key not in got:
+            top = key.split(".")[0]
+            raise Wrong(
+                f"your {cls} has no `{key}`: the package's {cls} has self.{top}, {parts.get(top, 'a part')}; name the "
+                f"parts as it does ({names}), so that its weights (and GPT-2's) load into yours"
+            )
+    for key in got:
+        if key not in want:
+            raise Wrong(f"your {cls} has `{key}`, which the package's {cls} has not: its parts are {names}")
+    for key, value in want.items():
+        if got[key].shape != value.shape:
+            raise Wrong(
+                f"`{key}` has shape {tuple(got[key].shape)} in your {cls}, {tuple(value.shape)} in the "
+                f"package's: {parts.get(key.split('.')[0], 'check its sizes')}"
+            )
+    mine.load_state_dict(want)
+    return mine.eval()
