@@ -34,7 +34,7 @@ COURSE = {
         "merge_heads",
     ],
     "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward", "Block"],
-    "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss"],
+    "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss", "GPT", "milestone_shakespeare_logits"],
     "06_training": ["random_windows", "lr_at", "train_step", "evaluate_loss"],
     "07_generation": ["greedy_decode", "apply_temperature", "top_k_logits", "top_p_logits", "decode_step"],
 }
@@ -48,6 +48,7 @@ def not_written(*args, **kwargs):
 
 
 EXPERIMENTS = ["my_short_run", "my_one_play_run"]  # exercises on a notebook's data: no stand-in (test_exercise_checks)
+MILESTONES = [name for name in PIECES if name.startswith("milestone_")]  # the learner's whole model: tested below
 
 
 def test_the_issue_pieces_are_registered_in_course_order():
@@ -56,7 +57,7 @@ def test_the_issue_pieces_are_registered_in_course_order():
     assert registered == course
 
 
-@pytest.mark.parametrize("name", [name for name in PIECES if name not in EXPERIMENTS])
+@pytest.mark.parametrize("name", [name for name in PIECES if name not in EXPERIMENTS + MILESTONES])
 def test_the_reference_reads_built(name):
     assert evaluate(name, PIECES[name].reference) == Result(name, "built", "")
 
@@ -897,3 +898,27 @@ def test_hint_prints_the_level_asked_for_and_points_to_the_next(capsys):
         hint("attention_scores", last + 1)
     with pytest.raises(ValueError, match="no hints for 'attention'"):
         hint("attention")
+
+
+def test_a_milestone_waits_for_the_learners_module_and_reads_built_with_a_correct_one():
+    import torch
+
+    from tinytorch.gpt import GPT
+
+    assert evaluate("milestone_shakespeare_logits", GPT).status == "not yet"  # tinytorch's own: not the learner's
+
+    class LearnersGPT(GPT):  # the same parts and forward, written by someone else
+        def forward(self, idx):
+            x = self.embeddings(idx)
+            for block in self.blocks:
+                x = block(x)
+            return self.lm_head(self.ln_f(x))
+
+    assert evaluate("milestone_shakespeare_logits", LearnersGPT) == Result("milestone_shakespeare_logits", "built", "")
+
+    class Halved(LearnersGPT):
+        def forward(self, idx):
+            return super().forward(idx) * torch.tensor(0.5)
+
+    result = evaluate("milestone_shakespeare_logits", Halved)
+    assert result.status == "wrong" and "logits differ from the shipped model's by up to" in result.message

@@ -12,7 +12,8 @@ from torch import nn
 
 from tinytorch.attention import CausalSelfAttention
 from tinytorch.blocks import MLP, Block, LayerNorm
-from tinytorch.checks import evaluate
+from tinytorch.checks import Result, evaluate
+from tinytorch.embeddings import Embeddings
 from tinytorch.gpt import next_token_loss
 
 # ------------------------------------------------------------------ 02 embeddings
@@ -412,14 +413,99 @@ MODULE_MISTAKES = [
 ]
 
 
+def test_an_equivalent_module_reads_built():
+    assert evaluate("Block", BlockWithTorchLayerNorm) == evaluate("Block", Block)
+    assert evaluate("Block", BlockWithTorchLayerNorm).status == "built"
+
+
+# ------------------------------------------------------------------ modules: the learner's GPT (chapter 05)
+
+
+class GPTWrittenOut(nn.Module):
+    """Equivalent: the package's parts, GPT-2's initialization written with apply, a forward with its own names."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.embeddings.wte.weight
+        self.apply(self.initialize)
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, std=0.02 / (2 * config.n_layer) ** 0.5)
+
+    @staticmethod
+    def initialize(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, idx):
+        stream = self.embeddings(idx)
+        for block in self.blocks:
+            stream = block(stream)
+        return self.lm_head(self.ln_f(stream))
+
+
+class GPTWithAnUntiedHead(GPTWrittenOut):
+    def __init__(self, config):
+        super().__init__(config)
+        self.lm_head.weight = nn.Parameter(self.embeddings.wte.weight.detach().clone())
+
+
+class GPTWithoutTheFinalLayerNorm(GPTWrittenOut):
+    def forward(self, idx):
+        stream = self.embeddings(idx)
+        for block in self.blocks:
+            stream = block(stream)
+        return self.lm_head(stream)
+
+
+class GPTWithPyTorchsInitialization(GPTWrittenOut):
+    @staticmethod
+    def initialize(module):
+        pass
+
+
+class GPTWithoutTheResidualScaling(GPTWrittenOut):
+    def __init__(self, config):
+        super().__init__(config)
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, std=0.02)
+
+
+class GPTWithAHeadOfItsOwnName(GPTWrittenOut):
+    def __init__(self, config):
+        super().__init__(config)
+        self.head = self.lm_head
+        del self.lm_head
+
+    def forward(self, idx):
+        return self.head(self.ln_f(self.embeddings(idx)))
+
+
+MODULE_MISTAKES += [
+    ("GPT", GPTWithAnUntiedHead, "lm_head has a matrix of its own: tie it to the token embedding"),
+    ("GPT", GPTWithoutTheFinalLayerNorm, "the final LayerNorm is missing"),
+    ("GPT", GPTWithPyTorchsInitialization, "initialize like GPT-2: every Linear and Embedding weight from a normal"),
+    ("GPT", GPTWithoutTheResidualScaling, "scale the projections that write into the stream"),
+    ("GPT", GPTWithAHeadOfItsOwnName, "your GPT has no `lm_head.weight`: the package's GPT has self.lm_head"),
+]
+
+
+def test_an_equivalent_gpt_reads_built_and_passes_the_milestone():
+    assert evaluate("GPT", GPTWrittenOut) == Result("GPT", "built", "")
+    assert evaluate("milestone_shakespeare_logits", GPTWrittenOut).status == "built"
+
+
 @pytest.mark.parametrize(
     ("name", "answer", "message"), MODULE_MISTAKES, ids=[answer.__name__ for _, answer, _ in MODULE_MISTAKES]
 )
 def test_a_typical_mistake_in_a_module_reads_wrong_and_names_it(name, answer, message):
     result = evaluate(name, answer)
     assert result.status == "wrong" and message in result.message, result.message
-
-
-def test_an_equivalent_module_reads_built():
-    assert evaluate("Block", BlockWithTorchLayerNorm) == evaluate("Block", Block)
-    assert evaluate("Block", BlockWithTorchLayerNorm).status == "built"

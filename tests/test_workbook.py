@@ -404,3 +404,24 @@ def test_a_workbook_folder_without_room_is_refused_before_writing(book, tmp_path
     with pytest.raises(WorkbookError, match=r"has 0.0 MB free and the workbook needs .* so nothing was written"):
         make_workbook(tmp_path / "wb", book=book)
     assert list((tmp_path / "wb").iterdir()) == []
+
+
+def test_milestones_are_rows_of_their_own_at_the_end_of_the_table(book, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "wb"
+    make_workbook(out, book=book)
+    results = [Result("gpt_forward", "built", ""), Result("milestone_shakespeare_logits", "not yet", "")]
+
+    def checked(paths, jobs):
+        for path in paths:
+            yield wb.ChapterCheck(path.stem, results, [])
+
+    monkeypatch.setattr(wb, "check_chapters", checked)
+    with pytest.raises(SystemExit) as done:
+        main(["check", "03", "--dir", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert done.value.code == 1  # every piece is built, the milestone is not
+    assert lines[-3:] == [
+        "03_attention      1        0      0       1",
+        "total             1        0      0       1",
+        "milestone: shakespeare_logits  not yet",
+    ]

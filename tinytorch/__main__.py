@@ -403,6 +403,9 @@ def workbook(args: argparse.Namespace) -> None:
     print(f"check your work: tinytorch check{where} (one chapter: tinytorch check 03{where})")
 
 
+MILESTONE = "milestone_"  # the pieces whose check runs the learner's whole model (tinytorch.checks, chapter 05 on)
+
+
 def check(args: argparse.Namespace) -> None:
     """Run the workbook's chapters in fresh kernels; print each piece's state and a table; exit 0 if all are built."""
     try:
@@ -417,7 +420,7 @@ def check(args: argparse.Namespace) -> None:
         sys.exit(f"error: {error}")
     if args.jobs < 1:
         sys.exit(f"error: --jobs must be at least 1, got {args.jobs}")
-    rows = []
+    rows, milestones = [], []
     checking = iter(check_chapters(paths, args.jobs))
     for path in paths:
         try:
@@ -433,15 +436,19 @@ def check(args: argparse.Namespace) -> None:
             print(f"  {result.status:<8} {result.name}" + (f": {result.message}" if result.message else ""))
         for error in checked.errors:
             print(f"  error    {error}")
-        counts = [sum(r.status == status for r in checked.results) for status in ("built", "not yet", "wrong")]
-        rows.append((checked.chapter, *counts, len(checked.results)))
+        pieces = [r for r in checked.results if not r.name.startswith(MILESTONE)]
+        milestones += [r for r in checked.results if r.name.startswith(MILESTONE)]
+        counts = [sum(r.status == status for r in pieces) for status in ("built", "not yet", "wrong")]
+        rows.append((checked.chapter, *counts, len(pieces)))
     rows.append(("total", *(sum(row[i] for row in rows) for i in range(1, 5))))
     width = max(len(row[0]) for row in rows)
     print()
     print(f"{'chapter':<{width}}  built  not yet  wrong  pieces")
-    for name, built, not_yet, wrong, pieces in rows:
-        print(f"{name:<{width}}  {built:>5}  {not_yet:>7}  {wrong:>5}  {pieces:>6}")
-    sys.exit(0 if rows[-1][1] == rows[-1][4] else 1)
+    for name, built, not_yet, wrong, count in rows:
+        print(f"{name:<{width}}  {built:>5}  {not_yet:>7}  {wrong:>5}  {count:>6}")
+    for result in milestones:  # the learner's own model doing the course's job: rows of their own, last
+        print(f"milestone: {result.name[len(MILESTONE) :]}  {result.status}")
+    sys.exit(0 if rows[-1][1] == rows[-1][4] and all(r.status == "built" for r in milestones) else 1)
 
 
 class _Parser(argparse.ArgumentParser):

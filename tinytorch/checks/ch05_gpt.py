@@ -1,6 +1,7 @@
 """The checks of notebooks/05_gpt.ipynb: a reference and a verify function per piece and exercise."""
 
 import copy
+import inspect
 import math
 from collections.abc import Callable
 
@@ -20,6 +21,7 @@ from tinytorch.checks.helpers import (
     _same,
     _shape,
     _whole,
+    _with_reference_weights,
 )
 from tinytorch.config import GPTConfig
 from tinytorch.gpt import GPT, estimate_flops_per_token, estimate_parameters, next_token_loss
@@ -119,6 +121,85 @@ def _verify_lm_loss(lm_loss: Callable) -> None:
             raise Wrong(f"the loss should be {_num(expected, 4)}, got {_num(got, 4)}")
     if not out.requires_grad:
         raise Wrong("the loss has no gradient: do not compute it under torch.no_grad(); training calls loss.backward()")
+
+
+GPT_PARTS = {
+    "embeddings": "chapter 02's Embeddings(config) (wte and wpe)",
+    "blocks": "an nn.ModuleList of n_layer Block(config)",
+    "ln_f": "the final LayerNorm(C)",
+    "lm_head": "a Linear(C, V) without bias, sharing wte's matrix",
+}
+
+
+def _learners_gpt(gpt_class: Callable, config: GPTConfig, seed: int) -> torch.nn.Module:
+    """The learner's GPT(config), built from a seeded global generator (its initialization draws from it)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return gpt_class(config)
+
+
+@piece("GPT", "05_gpt", "the GPT as a module: its parts, tying and GPT-2's initialization, and forward", GPT)
+def _verify_gpt(gpt_class: Callable) -> None:
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
+    reference = _gpt(150)
+    mine = _with_reference_weights(_learners_gpt(gpt_class, config, 151), reference, "GPT", GPT_PARTS)
+    if mine.lm_head.weight is not mine.embeddings.wte.weight:
+        raise Wrong(
+            "lm_head has a matrix of its own: tie it to the token embedding, so that one V x C matrix reads and writes "
+            "tokens (self.lm_head.weight = self.embeddings.wte.weight)"
+        )
+    idx = _randint(11, (2, 6), seed=152)  # (B, T)
+    with torch.no_grad():
+        out = _shape(mine(idx), (2, 6, 11), "(B, T) -> (B, T, V)")
+        expected = reference(idx)
+        if not _same(out, expected):
+            x = reference.embeddings(idx)  # (B, T, C)
+            for block in reference.blocks:
+                x = block(x)
+            if _same(out, reference.lm_head(x)):
+                raise Wrong("the final LayerNorm is missing: the stream goes through ln_f before lm_head")
+            if _same(out, reference.lm_head(reference.ln_f(reference.embeddings(idx)))):
+                raise Wrong("the blocks are not applied: x = block(x) for every block of self.blocks, in order")
+            _compare(out, expected)
+    deep = GPTConfig(vocab_size=64, block_size=16, n_layer=4, n_head=4, n_embd=64)
+    fresh = dict(_learners_gpt(gpt_class, deep, 153).named_parameters())
+    stds = {name: param.detach().float().std().item() for name, param in fresh.items() if param.dim() == 2}
+    if not 0.015 < stds["embeddings.wte.weight"] < 0.025 or not 0.015 < stds["blocks.0.attn.qkv.weight"] < 0.025:
+        wte, qkv = stds["embeddings.wte.weight"], stds["blocks.0.attn.qkv.weight"]
+        raise Wrong(
+            "initialize like GPT-2: every Linear and Embedding weight from a normal of std 0.02 "
+            f"(wte's std is {wte:.3g}, blocks.0.attn.qkv's {qkv:.3g})"
+        )
+    scaled = 0.02 / math.sqrt(2 * deep.n_layer)
+    if not 0.75 * scaled < stds["blocks.0.attn.proj.weight"] < 1.25 * scaled:
+        raise Wrong(
+            f"scale the projections that write into the stream (attn.proj, mlp.proj) to std 0.02 / sqrt(2 n_layer) = "
+            f"{scaled:.4f} at n_layer={deep.n_layer}; yours is {stds['blocks.0.attn.proj.weight']:.4f}"
+        )
+    biases = [name for name, param in fresh.items() if name.endswith(".bias") and "ln" not in name and param.any()]
+    if biases:
+        raise Wrong(f"GPT-2 starts every Linear's bias at zero; {biases[0]} is not")
+
+
+@piece(
+    "milestone_shakespeare_logits",
+    "05_gpt",
+    "milestone: your GPT, with the shipped model's weights, gives the shipped model's logits",
+    GPT,
+)
+def _verify_milestone_shakespeare_logits(gpt_class: Callable) -> None:
+    from tinytorch.generation import load_pretrained  # the shipped model: chapter 07's loader, used here to read it
+
+    if inspect.unwrap(gpt_class) is GPT:  # check("GPT", ...) gives tinytorch's GPT until the learner's is built
+        raise NotImplementedError("the milestone waits for your GPT")
+    shipped, tokenizer = load_pretrained()
+    mine = _with_reference_weights(_learners_gpt(gpt_class, shipped.config, 154), shipped, "GPT", GPT_PARTS)
+    ids = torch.tensor([tokenizer.encode("ROMEO:\nBut, soft! what light through yonder window breaks?")])  # (1, T)
+    with torch.no_grad():
+        got, want = mine(ids), shipped(ids)  # (1, T, V)
+    if not torch.allclose(got, want, atol=1e-5, rtol=1e-5):
+        worst = (got - want).abs().max().item()
+        raise Wrong(f"with the shipped weights your GPT's logits differ from the shipped model's by up to {worst:.3g}")
 
 
 def _untied_params(config: GPTConfig) -> int:
@@ -248,6 +329,24 @@ def _verify_training_days(my_training_days: Callable) -> None:
 
 add_hints(
     {
+        "GPT": (
+            "The GPT owns chapter 02's embeddings, n_layer of chapter 04's blocks, a final LayerNorm and a head that "
+            "turns vectors into V scores; the head reuses the token embedding's matrix. Keep the package's names "
+            "(embeddings, blocks, ln_f, lm_head) so that the shipped weights load into yours.",
+            "In __init__: keep config; Embeddings(config); an nn.ModuleList of Block(config); a LayerNorm of width "
+            "n_embd; a Linear from n_embd to vocab_size without bias whose weight is the embedding's wte weight; then "
+            "GPT-2's initialization (normal, std 0.02, for every Linear and Embedding weight, zero biases, and std "
+            "0.02 / sqrt(2 n_layer) for the weights ending in proj.weight). In forward: embeddings, each block, ln_f, "
+            "lm_head.",
+            "Tie after creating lm_head (assign the Parameter itself, not a copy), and initialize after tying, so "
+            "that both ends see the same numbers; model.apply(fn) calls fn on every submodule.",
+        ),
+        "milestone_shakespeare_logits": (
+            "Nothing new to write: this milestone runs your GPT with the weights of the model that ships with "
+            "tinytorch. If your GPT is built, it passes.",
+            "If it reads wrong, your GPT's names or shapes differ from the package's, or its forward differs: the "
+            "check of GPT above says which.",
+        ),
         "gpt_forward": (
             "Follow a token id through the model as the chapter's diagram does: embeddings, every block in order, the "
             "final LayerNorm, then the output layer that turns each vector into V scores.",
