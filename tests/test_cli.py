@@ -220,15 +220,20 @@ def test_a_diverging_run_exits_with_the_step_and_a_hint_and_saves_nothing(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
 
 
-def test_ctrl_c_saves_the_step_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
+def ctrl_c_during_step(monkeypatch, step: int) -> None:
+    """Send this process a real Ctrl-C (SIGINT), once, while train sets the learning rate of `step` (1-based)."""
     real_get_lr, sent = training.get_lr, []
 
-    def get_lr(step, cfg):
-        if step == 3 and not sent:  # a real Ctrl-C, once, during step 4
+    def get_lr(index, cfg):
+        if index == step - 1 and not sent:
             sent.append(os.kill(os.getpid(), signal.SIGINT))
-        return real_get_lr(step, cfg)
+        return real_get_lr(index, cfg)
 
     monkeypatch.setattr(training, "get_lr", get_lr)
+
+
+def test_ctrl_c_saves_the_step_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
+    ctrl_c_during_step(monkeypatch, 4)
     code, out, err = cli(capsys, "train", "--out", tmp_path, *SMALL_RUN, "--steps", "8", "--eval-interval", "6")
     assert code == 130 and "Traceback" not in err
     assert f"stopped at step 4; resume with `tinytorch train --resume --out {tmp_path}`" in err

@@ -4,14 +4,13 @@ no traceback, no temporary file; and a folder without room for the run is refuse
 import errno
 import os
 import shutil
-import signal
 import subprocess
 from collections import namedtuple
 
 import pytest
 import torch
 from safetensors import SafetensorError
-from test_cli import SMALL_RUN, assert_one_line_error, cli
+from test_cli import SMALL_RUN, assert_one_line_error, cli, ctrl_c_during_step
 
 from tinytorch import checkpoint, training
 from tinytorch.checkpoint import load_checkpoint
@@ -103,14 +102,7 @@ def test_model_safetensors_on_a_full_disk_keeps_the_final_checkpoint_and_resume_
 
 
 def test_the_save_on_ctrl_c_on_a_full_disk_is_one_line_too(tmp_path, capsys, monkeypatch):
-    real_get_lr, sent = training.get_lr, []
-
-    def get_lr(step, cfg):
-        if step == 2 and not sent:  # a real Ctrl-C, once, during step 3
-            sent.append(os.kill(os.getpid(), signal.SIGINT))
-        return real_get_lr(step, cfg)
-
-    monkeypatch.setattr(training, "get_lr", get_lr)
+    ctrl_c_during_step(monkeypatch, 3)
     fail_save(monkeypatch, 2)  # step 2's save works, the save of step 3 on Ctrl-C fails
     code, out, err = cli(capsys, "train", "--out", tmp_path, *RUN)
     err = error_line(code, err)
