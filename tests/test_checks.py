@@ -32,6 +32,7 @@ COURSE = {
         "weighted_sum",
         "split_heads",
         "merge_heads",
+        "CausalSelfAttention",
     ],
     "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward", "Block"],
     "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss", "GPT", "milestone_shakespeare_logits"],

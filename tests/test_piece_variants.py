@@ -418,6 +418,94 @@ def test_an_equivalent_module_reads_built():
     assert evaluate("Block", BlockWithTorchLayerNorm).status == "built"
 
 
+# ------------------------------------------------------------------ modules: the learner's attention (chapter 03)
+
+
+class AttentionWithALoopOverHeads(nn.Module):
+    """Equivalent: the package's layers, each head computed on its own slice with einsum, then concatenated."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        hs = C // self.n_head
+        outputs = []
+        for h in range(self.n_head):
+            part = slice(h * hs, (h + 1) * hs)
+            scores = torch.einsum("btd,bsd->bts", q[..., part], k[..., part]) / math.sqrt(hs)
+            scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+            outputs.append(F.softmax(scores, dim=-1) @ v[..., part])
+        return self.proj(torch.cat(outputs, dim=-1))
+
+
+def attention_with(**change):
+    """An attention module written like the loop above, with one mistake."""
+
+    class Mistaken(AttentionWithALoopOverHeads):
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            if change.get("swap"):
+                q, k = k, q
+            heads = 1 if change.get("one_head") else self.n_head
+            hs = C // heads
+            outputs = []
+            for h in range(heads):
+                part = slice(h * hs, (h + 1) * hs)
+                scores = q[..., part] @ k[..., part].transpose(-2, -1)
+                if not change.get("no_scale"):
+                    scores = scores / math.sqrt(hs)
+                if not change.get("no_mask"):
+                    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+                outputs.append(F.softmax(scores, dim=-1) @ v[..., part])
+            y = torch.cat(outputs, dim=-1)
+            return y if change.get("no_proj") else self.proj(y)
+
+    Mistaken.__name__ = "attention_" + "_".join(change)
+    return Mistaken
+
+
+class AttentionWithGPT2sNames(AttentionWithALoopOverHeads):
+    def __init__(self, config):
+        super().__init__(config)
+        self.c_attn = self.qkv
+        del self.qkv
+
+
+class AttentionWithThreeLinears(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.q = nn.Linear(config.n_embd, config.n_embd)
+        self.k = nn.Linear(config.n_embd, config.n_embd)
+        self.v = nn.Linear(config.n_embd, config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+
+
+MODULE_MISTAKES += [
+    ("CausalSelfAttention", attention_with(no_mask=True), "the future is not masked"),
+    ("CausalSelfAttention", attention_with(no_scale=True), "the scores are not scaled: divide them by √hs"),
+    ("CausalSelfAttention", attention_with(one_head=True), "one head of width C: split q, k and v into n_head heads"),
+    ("CausalSelfAttention", attention_with(no_proj=True), "the heads' outputs go through self.proj at the end"),
+    ("CausalSelfAttention", attention_with(swap=True), "qkv's output splits into q, k and v in that order"),
+    (
+        "CausalSelfAttention",
+        AttentionWithGPT2sNames,
+        "your CausalSelfAttention has no `qkv.weight`: the package's CausalSelfAttention has self.qkv, the fused "
+        "Linear(C, 3C)",
+    ),
+    ("CausalSelfAttention", AttentionWithThreeLinears, "your CausalSelfAttention has no `qkv.weight`"),
+]
+
+
+def test_an_attention_with_a_loop_over_heads_reads_built():
+    assert evaluate("CausalSelfAttention", AttentionWithALoopOverHeads) == Result("CausalSelfAttention", "built", "")
+
+
 # ------------------------------------------------------------------ modules: the learner's GPT (chapter 05)
 
 

@@ -8,7 +8,18 @@ import torch.nn.functional as F
 
 from tinytorch.attention import CausalSelfAttention, attention_weights, causal_mask
 from tinytorch.checks import add_hints, add_shortcuts, piece
-from tinytorch.checks.helpers import Wrong, _compare, _num, _number, _position, _randn, _same, _shape
+from tinytorch.checks.helpers import (
+    Wrong,
+    _compare,
+    _num,
+    _number,
+    _position,
+    _randn,
+    _randomized,
+    _same,
+    _shape,
+    _with_reference_weights,
+)
 from tinytorch.config import GPTConfig, count_parameters
 
 
@@ -218,6 +229,61 @@ def _verify_merge_heads(merge_heads: Callable) -> None:
     _compare(out, expected)
 
 
+ATTENTION_PARTS = {
+    "qkv": "the fused Linear(C, 3C) that makes q, k and v at once (GPT-2's c_attn)",
+    "proj": "the Linear(C, C) that mixes the heads' outputs",
+}
+
+
+def _attention_by_hand(x: torch.Tensor, qkv: torch.Tensor, proj, n_head: int, order=(0, 1, 2), **options):
+    """Causal self-attention from the parts, with one thing changed by `options` (for the diagnosis of mistakes):
+    mask=False, scale=False, heads=1 or project=False. qkv is the (B, T, 3C) output of the fused Linear."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    q, k, v = (qkv.split(C, dim=2)[i] for i in order)  # 3 x (B, T, C)
+    heads = options.get("heads", n_head)
+    q, k, v = (t.view(B, T, heads, C // heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+    scores = q @ k.transpose(-2, -1)  # (B, nh, T, T)
+    if options.get("scale", True):
+        scores = scores / math.sqrt(C // heads)
+    if options.get("mask", True):
+        scores = scores.masked_fill(~causal_mask(T, T), float("-inf"))
+    y = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+    return proj(y) if options.get("project", True) else y
+
+
+@piece(
+    "CausalSelfAttention",
+    "03_attention",
+    "causal self-attention as a module: qkv and proj in __init__, your functions in forward",
+    CausalSelfAttention,
+)
+def _verify_causal_self_attention(attention_class: Callable) -> None:
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    with torch.random.fork_rng(devices=[]):  # building either module draws initial weights from the global generator
+        reference = _randomized(CausalSelfAttention(config), 160)
+        mine = _with_reference_weights(attention_class(config), reference, "CausalSelfAttention", ATTENTION_PARTS)
+    x = _randn(2, 6, 16, seed=161)  # (B, T, C)
+    with torch.no_grad():
+        out = _shape(mine(x.clone()), (2, 6, 16), "(B, T, C) -> (B, T, C)")
+        expected = reference(x)
+        if _same(out, expected):
+            return
+        qkv, proj = reference.qkv(x), reference.proj  # (B, T, 3C)
+        mistakes = [
+            (dict(mask=False), "the future is not masked: each position may only look at itself and before"),
+            (dict(scale=False), "the scores are not scaled: divide them by √hs before the softmax"),
+            (dict(heads=1), "one head of width C: split q, k and v into n_head heads of C // n_head numbers"),
+            (dict(project=False), "the heads' outputs go through self.proj at the end"),
+            (dict(order=(1, 0, 2)), "qkv's output splits into q, k and v in that order, along its last dimension"),
+            (dict(order=(0, 2, 1)), "qkv's output splits into q, k and v in that order, along its last dimension"),
+        ]
+        for options, message in mistakes:
+            if _same(out, _attention_by_hand(x, qkv, proj, config.n_head, **options)):
+                raise Wrong(message)
+        _compare(out, expected)
+
+
 def _attention_parameters(C: int) -> int:
     """Parameters of CausalSelfAttention of width C, with biases."""
     with torch.device("meta"):  # only shapes are counted: no memory, no random numbers
@@ -310,6 +376,17 @@ def _verify_window_mask(my_window_mask: Callable) -> None:
 
 add_hints(
     {
+        "CausalSelfAttention": (
+            "The module owns two Linear layers: one that makes q, k and v from the stream at once, one that mixes "
+            "the heads' outputs; forward is this chapter's functions in order. Name the layers as the package does "
+            "(qkv, proj), or GPT-2's weights will not load into yours.",
+            "In __init__, keep n_head and make qkv, a Linear from n_embd to 3 · n_embd, and proj, a Linear from n_embd "
+            "to n_embd (both with bias=config.bias). In forward: split qkv's output into q, k and v along the last "
+            "dimension (.split with size C), split each into heads, take the causal weights of q and k, their "
+            "weighted sum of v, merge the heads, and apply proj.",
+            "Your split_heads, causal_weights, weighted_sum and merge_heads from above do the middle; "
+            "the order of the three parts of qkv's output is q, then k, then v.",
+        ),
         "attention_scores": (
             "Score [t, j] is the dot product of query t with key j, for every pair at once: one matrix product of q "
             "with k transposed, where transposed swaps only the last two dimensions, so that B (and later nh) "
