@@ -34,7 +34,7 @@ COURSE = {
         "merge_heads",
         "CausalSelfAttention",
     ],
-    "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward", "Block"],
+    "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward", "LayerNorm", "MLP", "Block"],
     "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss", "GPT", "milestone_shakespeare_logits"],
     "06_training": ["random_windows", "lr_at", "train_step", "evaluate_loss"],
     "07_generation": ["greedy_decode", "apply_temperature", "top_k_logits", "top_p_logits", "decode_step"],

@@ -506,6 +506,97 @@ def test_an_attention_with_a_loop_over_heads_reads_built():
     assert evaluate("CausalSelfAttention", AttentionWithALoopOverHeads) == Result("CausalSelfAttention", "built", "")
 
 
+# ------------------------------------------------------------------ modules: LayerNorm and MLP (chapter 04)
+
+
+class LayerNormWithoutItsShift(nn.Module):
+    def __init__(self, n_embd, bias=True, eps=1e-5):
+        super().__init__()
+        self.eps, self.weight, self.bias = eps, nn.Parameter(torch.ones(n_embd)), None
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:], self.weight, None, self.eps)
+
+
+class LayerNormStartingAtZero(nn.Module):
+    def __init__(self, n_embd, bias=True, eps=1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.zeros(n_embd))
+        self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None
+
+
+class LayerNormWithAFixedEps(nn.Module):
+    def __init__(self, n_embd, bias=True, eps=1e-5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n_embd))
+        self.bias = nn.Parameter(torch.zeros(n_embd)) if bias else None
+
+    def forward(self, x):
+        mean = x.mean(-1, keepdim=True)
+        var = x.var(-1, keepdim=True, unbiased=False)
+        out = (x - mean) / torch.sqrt(var + 1e-5) * self.weight
+        return out if self.bias is None else out + self.bias
+
+
+class LayerNormWrittenOut(LayerNormWithAFixedEps):
+    """Equivalent: the formula by hand, with the eps it is given."""
+
+    def __init__(self, n_embd, bias=True, eps=1e-5):
+        super().__init__(n_embd, bias)
+        self.eps = eps
+
+    def forward(self, x):
+        centred = x - x.mean(-1, keepdim=True)
+        out = centred * torch.rsqrt(centred.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return out if self.bias is None else out + self.bias
+
+
+class MLPWithSequential(nn.Module):
+    """Equivalent: the package's names, GELU as a module."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.act = nn.GELU(approximate="tanh")
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+
+    def forward(self, x):
+        return self.proj(self.act(self.fc(x)))
+
+
+def mlp_with(activation):
+    class Mistaken(MLPWithSequential):
+        def forward(self, x):
+            return self.proj(activation(self.fc(x)))
+
+    Mistaken.__name__ = f"mlp_with_{getattr(activation, '__name__', 'identity')}"
+    return Mistaken
+
+
+class MLPTwiceAsWide(MLPWithSequential):
+    def __init__(self, config):
+        super().__init__(config)
+        self.fc = nn.Linear(config.n_embd, 8 * config.n_embd)
+        self.proj = nn.Linear(8 * config.n_embd, config.n_embd)
+
+
+MODULE_MISTAKES += [
+    ("LayerNorm", LayerNormWithoutItsShift, "your LayerNorm has no `bias`: the package's LayerNorm has self.bias"),
+    ("LayerNorm", LayerNormStartingAtZero, "the gain starts at 1 for every feature"),
+    ("LayerNorm", LayerNormWithAFixedEps, "keep eps (self.eps = eps) and use it in forward"),
+    ("MLP", mlp_with(lambda h: h), "there is no nonlinearity between fc and proj"),
+    ("MLP", mlp_with(torch.relu), "that is ReLU: GPT-2's MLP uses GELU"),
+    ("MLP", mlp_with(F.gelu), "that is the exact GELU: GPT-2's uses the tanh approximation"),
+    ("MLP", MLPTwiceAsWide, "`fc.weight` has shape (128, 16) in your MLP, (64, 16) in the package's"),
+]
+
+
+def test_equivalent_layer_norm_and_mlp_modules_read_built():
+    assert evaluate("LayerNorm", LayerNormWrittenOut) == Result("LayerNorm", "built", "")
+    assert evaluate("MLP", MLPWithSequential) == Result("MLP", "built", "")
+
+
 # ------------------------------------------------------------------ modules: the learner's GPT (chapter 05)
 
 

@@ -266,7 +266,9 @@ def _workbook_chapter(nb: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
                     '("nbgrader": {"solution": true, "grade_id": ...})'
                 )
             source, stubbed = _stub_regions(source, where)
-            names += [n for n in (name.split(".")[0] for name in stubbed) if n not in names]  # pieces, in order
+            for piece in (name.split(".")[0] for name in stubbed):  # Block.__init__, Block.forward: Block, once
+                if piece not in names:
+                    names.append(piece)
             hidden = cell.metadata.get("jupyter", {})
             hidden.pop("source_hidden", None)  # the book folds its answers away; the learner's cell must show
             if "jupyter" in cell.metadata and not hidden:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinytorch.blocks import Block
+from tinytorch.blocks import MLP, Block, LayerNorm
 from tinytorch.checks import add_hints, add_shortcuts, piece
 from tinytorch.checks.helpers import (
     _with_reference_weights,
@@ -171,6 +171,59 @@ def _diagnose_block(out: torch.Tensor, block: Block, x: torch.Tensor) -> None:
         _compare(out, expected)
 
 
+@piece("LayerNorm", "04_blocks", "LayerNorm as a module: gain and shift in __init__, layer_norm in forward", LayerNorm)
+def _verify_layer_norm_module(layer_norm_class: Callable) -> None:
+    parts = {"weight": "the gain, C ones to start with", "bias": "the shift, C zeros at first (none if bias=False)"}
+    fresh = layer_norm_class(8)
+    if isinstance(fresh, nn.Module):
+        state = fresh.state_dict()
+        if "weight" in state and not torch.equal(state["weight"], torch.ones(8)):
+            raise Wrong("the gain starts at 1 for every feature (torch.ones), so that a new LayerNorm only normalises")
+        if "bias" in state and not torch.equal(state["bias"], torch.zeros(8)):
+            raise Wrong("the shift starts at 0 for every feature (torch.zeros)")
+    reference = _randomized(LayerNorm(8), 170)
+    mine = _with_reference_weights(fresh, reference, "LayerNorm", parts)
+    x = _randn(2, 5, 8, seed=171) * 2 + 0.5  # (B, T, C)
+    with torch.no_grad():
+        _compare(_shape(mine(x.clone()), (2, 5, 8), "(..., C) -> (..., C)"), reference(x))
+    without = layer_norm_class(8, bias=False)
+    if isinstance(without, nn.Module) and "bias" in without.state_dict():
+        raise Wrong("LayerNorm(C, bias=False) has no shift: make self.bias None then (GPT-2 has one, some models not)")
+    loose = _with_reference_weights(layer_norm_class(8, eps=0.5), reference, "LayerNorm", parts)
+    tiny = _randn(2, 5, 8, seed=172) * 0.1  # a variance of about 0.01: an eps of 0.5 changes the result a lot
+    with torch.no_grad():
+        if not _same(loose(tiny), _layer_norm(tiny, reference.weight, reference.bias, 0.5)):
+            raise Wrong("keep eps (self.eps = eps) and use it in forward: LayerNorm(C, eps=0.5) must use 0.5")
+
+
+MLP_PARTS = {
+    "fc": "the Linear(C, 4C) that widens each token",
+    "proj": "the Linear(4C, C) that brings it back to the stream's width",
+}
+
+
+@piece("MLP", "04_blocks", "the MLP as a module: fc and proj in __init__, fc, GELU, proj in forward", MLP)
+def _verify_mlp_module(mlp_class: Callable) -> None:
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    with torch.random.fork_rng(devices=[]):  # building either module draws initial weights from the global generator
+        reference = _randomized(MLP(config), 173)
+        mine = _with_reference_weights(mlp_class(config), reference, "MLP", MLP_PARTS)
+    x = _randn(2, 5, 16, seed=174)  # (B, T, C)
+    with torch.no_grad():
+        out = _shape(mine(x.clone()), (2, 5, 16), "(B, T, C) -> (B, T, C)")
+        expected = reference(x)
+        if _same(out, expected):
+            return
+        fc, proj = reference.fc, reference.proj
+        if _same(out, proj(fc(x))):
+            raise Wrong("there is no nonlinearity between fc and proj: apply GELU to fc's output")
+        if _same(out, proj(torch.relu(fc(x)))):
+            raise Wrong("that is ReLU: GPT-2's MLP uses GELU, with its tanh approximation (your gelu above)")
+        if _same(out, proj(F.gelu(fc(x)))):
+            raise Wrong("that is the exact GELU: GPT-2's uses the tanh approximation (your gelu above)")
+        _compare(out, expected)
+
+
 BLOCK_PARTS = {
     "ln_1": "a LayerNorm(C) before attention",
     "attn": "CausalSelfAttention(config)",
@@ -318,6 +371,18 @@ def _verify_written_into_stream(my_written_into_stream: Callable) -> None:
 
 add_hints(
     {
+        "LayerNorm": (
+            "A LayerNorm module holds what layer_norm needs besides x: a gain and a shift of C numbers each, which "
+            "training learns, and eps. Name them weight and bias, as the package (and PyTorch) do.",
+            "In __init__ keep eps and make weight an nn.Parameter of C ones and bias an nn.Parameter of C zeros, or "
+            "None when bias=False; forward is your layer_norm with them.",
+        ),
+        "MLP": (
+            "The MLP widens each token four times, applies GELU, and narrows it back: two Linear layers named fc and "
+            "proj, with your gelu between them.",
+            "In __init__, fc is a Linear from n_embd to 4 · n_embd and proj one from 4 · n_embd to n_embd (both with "
+            "bias=config.bias); forward applies fc, your gelu, then proj.",
+        ),
         "Block": (
             "The block owns four parts and uses them in forward: a LayerNorm and attention, then a LayerNorm and the "
             "MLP. Name them as the package does (ln_1, attn, ln_2, mlp), or its weights will not load into yours.",
