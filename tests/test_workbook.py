@@ -425,3 +425,12 @@ def test_milestones_are_rows_of_their_own_at_the_end_of_the_table(book, tmp_path
         "total             1        0      0       1",
         "milestone: shakespeare_logits  not yet",
     ]
+
+
+def test_a_syntax_error_in_a_module_piece_is_named_too():
+    cell = new_code_cell("class Block(nn.Module):\n    def forward(self, x):\n        return x +")
+    cell.outputs = [new_output("error", ename="SyntaxError", evalue="invalid syntax (3512.py, line 3)", traceback=[])]
+    message = wb._syntax_error(new_notebook(cells=[cell]), "Block")
+    assert message == (
+        "your cell has a SyntaxError (invalid syntax), line 3: 'return x +'; fix it and run the cell again"
+    )

@@ -403,14 +403,12 @@ def workbook(args: argparse.Namespace) -> None:
     print(f"check your work: tinytorch check{where} (one chapter: tinytorch check 03{where})")
 
 
-MILESTONE = "milestone_"  # the pieces whose check runs the learner's whole model (tinytorch.checks, chapter 05 on)
-
-
 def check(args: argparse.Namespace) -> None:
     """Run the workbook's chapters in fresh kernels; print each piece's state and a table; exit 0 if all are built."""
     try:
         import nbclient  # noqa: F401  (runs the notebooks; comes with the dev extra)
 
+        from tinytorch.checks import MILESTONE
         from tinytorch.workbook import WorkbookError, chapters_in, check_chapters
     except ImportError as error:
         sys.exit(f"error: {error.name} is missing; install the dev extra: pip install -e '.[dev]'")

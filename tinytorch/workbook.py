@@ -266,9 +266,7 @@ def _workbook_chapter(nb: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
                     '("nbgrader": {"solution": true, "grade_id": ...})'
                 )
             source, stubbed = _stub_regions(source, where)
-            for piece in (name.split(".")[0] for name in stubbed):  # Block.__init__, Block.forward: Block, once
-                if piece not in names:
-                    names.append(piece)
+            names = list(dict.fromkeys([*names, *(name.split(".")[0] for name in stubbed)]))  # Block.forward: Block
             hidden = cell.metadata.get("jupyter", {})
             hidden.pop("source_hidden", None)  # the book folds its answers away; the learner's cell must show
             if "jupyter" in cell.metadata and not hidden:
@@ -350,13 +348,9 @@ def make_workbook(out_dir: str | Path = "workbook", chapters=None, book: str | P
 
 def stubs(path: str | Path) -> list[str]:
     """The names of the pieces still stubbed in a workbook notebook, in order, each once."""
-    names = []
-    for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type == "code":
-            for name in _STUB.findall(cell.source):  # Block.__init__ and Block.forward: the piece Block, once
-                if name not in names:
-                    names.append(name)
-    return names
+    cells = nbformat.read(path, as_version=4).cells
+    found = [name for cell in cells if cell.cell_type == "code" for name in _STUB.findall(cell.source)]
+    return list(dict.fromkeys(found))  # Block.__init__ and Block.forward: the piece Block, once
 
 
 # ------------------------------------------------------------------------------------- checking the workbook
@@ -404,7 +398,8 @@ def _syntax_error(nb: nbformat.NotebookNode, name: str) -> str:
     """What is wrong when the cell that defines piece `name` could not even be read by Python, or "": the check cell
     below it would only say that the name is not defined."""
     for cell in nb.cells:
-        if cell.cell_type != "code" or not re.search(rf"^\s*def {re.escape(name)}\(", cell.source, re.MULTILINE):
+        defined = (match.group(2) for match in map(_DEFINITION.match, cell.source.split("\n")) if match)
+        if cell.cell_type != "code" or name not in defined:
             continue
         error = next((o for o in cell.get("outputs", []) if o.get("output_type") == "error"), None)
         if error is None or error.get("ename") not in ("SyntaxError", "IndentationError", "TabError"):
@@ -471,7 +466,7 @@ def check_chapter(path: str | Path, threads: int | None = None) -> ChapterCheck:
     results = []
     for name in expected + [n for n in reported if n not in expected]:
         error = _error_of(nb.cells[check_cells[name]]) if name in check_cells else None
-        syntax = _syntax_error(nb, name)
+        syntax = "" if name in reported else _syntax_error(nb, name)
         if name in reported:
             results.append(reported[name])
         elif syntax:

@@ -29,6 +29,7 @@ from tinytorch.checks.helpers import Wrong, _describe, _expect_same
 
 __all__ = [
     "HINTS",
+    "MILESTONE",
     "PIECES",
     "Piece",
     "Result",
@@ -66,6 +67,7 @@ class Result:
 
 
 PIECES: dict[str, Piece] = {}  # in course order
+MILESTONE = "milestone_"  # the name's prefix of a piece whose check runs the learner's whole model on the course's job
 HINTS: dict[str, tuple[str, ...]] = {}  # piece -> its hints, a nudge first, then the approach; none holds its answer
 
 
@@ -199,8 +201,7 @@ def evaluate(name: str, answer: Any) -> Result:
             message += f" (called with {', '.join(given)})"
         hint = _hint(name, error, _source(answer))
         return Result(name, "wrong", message + (f"; {hint}" if hint else ""))
-    shortcuts = [] if answer is PIECES[name].reference else _shortcuts(name, _source(answer))  # tinytorch's may
-    shortcut = shortcuts[0] if shortcuts else None
+    shortcut = "" if answer is PIECES[name].reference else _shortcut(name, _source(answer))  # tinytorch's may
     if shortcut:
         return Result(
             name,
@@ -241,12 +242,12 @@ def add_shortcuts(shortcuts: dict[str, tuple[str, ...]]) -> None:
         SHORTCUTS[name] = tuple(patterns)
 
 
-def _shortcuts(name: str, source: str) -> list[str]:
-    """The library calls of SHORTCUTS[name] found in the learner's code (comments and docstrings left out)."""
+def _shortcut(name: str, source: str) -> str:
+    """The first library call of SHORTCUTS[name] in the learner's code (comments and docstrings left out), or ""."""
     code = "\n".join(line.split("#")[0] for line in source.split("\n"))
     code = re.sub(r'"""[\s\S]*?"""', "", code)
-    found = [re.search(pattern, code) for pattern in SHORTCUTS.get(name, ())]
-    return [match.group(0).rstrip("(") for match in found if match]
+    found = (re.search(pattern, code) for pattern in SHORTCUTS.get(name, ()))
+    return next((match.group(0).rstrip("(") for match in found if match), "")
 
 
 def check(name: str, answer: Any) -> Callable:

@@ -15,10 +15,9 @@ from tinytorch.checks.helpers import (
     _number,
     _position,
     _randn,
-    _randomized,
     _same,
     _shape,
-    _with_reference_weights,
+    _module_output,
 )
 from tinytorch.config import GPTConfig, count_parameters
 
@@ -259,13 +258,8 @@ def _attention_by_hand(x: torch.Tensor, qkv: torch.Tensor, proj, n_head: int, or
     CausalSelfAttention,
 )
 def _verify_causal_self_attention(attention_class: Callable) -> None:
-    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
-    with torch.random.fork_rng(devices=[]):  # building either module draws initial weights from the global generator
-        reference = _randomized(CausalSelfAttention(config), 160)
-        mine = _with_reference_weights(attention_class(config), reference, "CausalSelfAttention", ATTENTION_PARTS)
-    x = _randn(2, 6, 16, seed=161)  # (B, T, C)
+    reference, x, out = _module_output(attention_class, CausalSelfAttention, ATTENTION_PARTS, seed=160, T=6)
     with torch.no_grad():
-        out = _shape(mine(x.clone()), (2, 6, 16), "(B, T, C) -> (B, T, C)")
         expected = reference(x)
         if _same(out, expected):
             return
@@ -279,7 +273,7 @@ def _verify_causal_self_attention(attention_class: Callable) -> None:
             (dict(order=(0, 2, 1)), "qkv's output splits into q, k and v in that order, along its last dimension"),
         ]
         for options, message in mistakes:
-            if _same(out, _attention_by_hand(x, qkv, proj, config.n_head, **options)):
+            if _same(out, _attention_by_hand(x, qkv, proj, reference.n_head, **options)):
                 raise Wrong(message)
         _compare(out, expected)
 

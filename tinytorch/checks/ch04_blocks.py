@@ -11,6 +11,7 @@ from torch import nn
 from tinytorch.blocks import MLP, Block, LayerNorm
 from tinytorch.checks import add_hints, add_shortcuts, piece
 from tinytorch.checks.helpers import (
+    _module_output,
     _with_reference_weights,
     Wrong,
     _close,
@@ -204,13 +205,8 @@ MLP_PARTS = {
 
 @piece("MLP", "04_blocks", "the MLP as a module: fc and proj in __init__, fc, GELU, proj in forward", MLP)
 def _verify_mlp_module(mlp_class: Callable) -> None:
-    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
-    with torch.random.fork_rng(devices=[]):  # building either module draws initial weights from the global generator
-        reference = _randomized(MLP(config), 173)
-        mine = _with_reference_weights(mlp_class(config), reference, "MLP", MLP_PARTS)
-    x = _randn(2, 5, 16, seed=174)  # (B, T, C)
+    reference, x, out = _module_output(mlp_class, MLP, MLP_PARTS, seed=173)
     with torch.no_grad():
-        out = _shape(mine(x.clone()), (2, 5, 16), "(B, T, C) -> (B, T, C)")
         expected = reference(x)
         if _same(out, expected):
             return
@@ -234,13 +230,7 @@ BLOCK_PARTS = {
 
 @piece("Block", "04_blocks", "the pre-norm block as a module: four parts in __init__, two residuals in forward", Block)
 def _verify_block(block_class: Callable) -> None:
-    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
-    with torch.random.fork_rng(devices=[]):  # building either block draws initial weights from the global generator
-        reference = _randomized(Block(config), 140)
-        mine = _with_reference_weights(block_class(config), reference, "Block", BLOCK_PARTS)
-    x = _randn(2, 5, 16, seed=141)  # (B, T, C)
-    with torch.no_grad():
-        out = _shape(mine(x.clone()), (2, 5, 16), "(B, T, C) -> (B, T, C)")
+    reference, x, out = _module_output(block_class, Block, BLOCK_PARTS, seed=140)
     _diagnose_block(out, reference, x)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from tinytorch.checks import add_hints, add_shortcuts, piece
+from tinytorch.checks import MILESTONE, add_hints, add_shortcuts, piece
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
@@ -182,7 +182,7 @@ def _verify_gpt(gpt_class: Callable) -> None:
 
 
 @piece(
-    "milestone_shakespeare_logits",
+    f"{MILESTONE}shakespeare_logits",
     "05_gpt",
     "milestone: your GPT, with the shipped model's weights, gives the shipped model's logits",
     GPT,

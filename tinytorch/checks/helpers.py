@@ -2,6 +2,7 @@
 `Wrong` in the learner's terms."""
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -231,3 +232,16 @@ def _with_reference_weights(mine: Any, reference: nn.Module, cls: str, parts: di
             )
     mine.load_state_dict(want)
     return mine.eval()
+
+
+def _module_output(answer: Callable, reference_class: type, parts: dict[str, str], seed: int, T: int = 5):
+    """For a module piece of one small block's width: (tinytorch's module with random weights, an input x (2, T, C),
+    the output of the learner's module for x with those weights loaded by name). Wrong when a part is missing."""
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=2, n_embd=16)
+    with torch.random.fork_rng(devices=[]):  # building either module draws initial weights from the global generator
+        reference = _randomized(reference_class(config), seed)
+        mine = _with_reference_weights(answer(config), reference, reference_class.__name__, parts)
+    x = _randn(2, T, config.n_embd, seed=seed + 1)  # (B, T, C)
+    with torch.no_grad():
+        out = _shape(mine(x.clone()), (2, T, config.n_embd), "(B, T, C) -> (B, T, C)")
+    return reference, x, out
