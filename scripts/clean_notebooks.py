@@ -14,4 +14,13 @@ for path in sys.argv[1:]:
     for cell, count in zip(nb.cells, counts, strict=True):
         if cell.cell_type == "code":
             cell.execution_count = count
+            merged = []  # a stream printed in pieces (when the kernel flushes mid-cell) saved as one output
+            for output in cell.outputs:
+                previous = merged[-1] if merged else None
+                if output.output_type == "stream" and previous and previous.output_type == "stream":
+                    if previous.name == output.name:
+                        previous.text += output.text
+                        continue
+                merged.append(output)
+            cell.outputs = merged
     nbformat.write(nb, path)

@@ -140,7 +140,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'tinytorch.gpt.GPT.forward': ('gpt.html#gpt.forward', 'tinytorch/gpt.py'),
                                'tinytorch.gpt.GPT.from_hf': ('gpt.html#gpt.from_hf', 'tinytorch/gpt.py'),
                                'tinytorch.gpt.GPT.from_pretrained': ('gpt.html#gpt.from_pretrained', 'tinytorch/gpt.py'),
-                               'tinytorch.gpt.GPT.generate': ('gpt.html#gpt.generate', 'tinytorch/gpt.py'),
                                'tinytorch.gpt.estimate_flops_per_token': ('gpt.html#estimate_flops_per_token', 'tinytorch/gpt.py'),
                                'tinytorch.gpt.estimate_parameters': ('gpt.html#estimate_parameters', 'tinytorch/gpt.py'),
                                'tinytorch.gpt.next_token_loss': ('gpt.html#next_token_loss', 'tinytorch/gpt.py')},

@@ -54,12 +54,6 @@ class GPT(nn.Module):
         x = self.ln_f(x)  # (B, T, C), or (B, 1, C)
         return self.lm_head(x)  # (B, T, V), or (B, 1, V)
 
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
-        """idx (B, T) followed by max_new_tokens sampled tokens; built in chapter 07 (`tinytorch.generation`)."""
-        from tinytorch.generation import generate  # imported on use: chapter 07's module imports this one
-
-        return generate(self, idx, max_new_tokens, **kwargs)
-
     @classmethod
     def from_hf(cls, hf_model) -> "GPT":
         """A GPT with the weights of a Hugging Face `GPT2LMHeadModel` (built locally or loaded)."""
