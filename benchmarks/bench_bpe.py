@@ -26,7 +26,7 @@ import rustbpe
 import tiktoken
 
 from tinytorch.bpe import GPT4_PATTERN, BPETokenizer
-from tinytorch.training import shakespeare
+from tinytorch.data import shakespeare
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 5

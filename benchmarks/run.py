@@ -325,6 +325,7 @@ def plot_speed(bars: list) -> None:
 def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | None = None) -> list[dict]:
     """tinytorch.training.train, with "minutes" of training (evaluations not counted) in each record."""
     from tinytorch import training
+    from tinytorch.budget import Deadline
 
     evaluate, start, spent = training.evaluate, time.perf_counter(), 0.0
     marks = []  # training minutes at each evaluation (train() evaluates the train, then the val batches)
@@ -339,7 +340,15 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | Non
 
     training.evaluate = timed_evaluate
     try:
-        history = training.train(model, tokenizer, train_ids, val_ids, cfg, progress=False, deadline=deadline)
+        history = training.train(
+            model,
+            tokenizer,
+            train_ids,
+            val_ids,
+            cfg,
+            progress=False,
+            callbacks=[] if deadline is None else [Deadline(deadline)],
+        )
     finally:
         training.evaluate = evaluate
     return [{**record, "minutes": minutes} for record, minutes in zip(history, marks[::2], strict=True)]
@@ -347,8 +356,8 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | Non
 
 def quality(budgets: list[float]) -> None:
     """Item 5: validation loss of the preset's recipe after each training-time budget; quality.md and .png."""
+    from tinytorch.data import shakespeare
     from tinytorch.embeddings import CharTokenizer
-    from tinytorch.training import shakespeare
 
     preset = PRESET_RECIPE
     train_text, val_text = shakespeare()
@@ -397,8 +406,8 @@ def tokens(budgets: list[float], contenders: list[str]) -> None:
     """Characters against subwords at equal compute: each tokenizer's model trained for the same training time,
     compared in bits per character of the held-out plays; tokens.md and tokens.png."""
     from tinytorch.bpe import BPETokenizer
+    from tinytorch.data import id_dtype, shakespeare
     from tinytorch.embeddings import CharTokenizer
-    from tinytorch.training import id_dtype, shakespeare
 
     preset = PRESET_RECIPE
     train_text, val_text = shakespeare()

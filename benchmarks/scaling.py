@@ -209,8 +209,8 @@ def main() -> None:
         return
     if args.runs is None:
         parser.error("give RUNS.json or --report")
+    from tinytorch.data import shakespeare
     from tinytorch.embeddings import CharTokenizer
-    from tinytorch.training import shakespeare
 
     train_text, val_text = shakespeare()
     tokenizer = CharTokenizer.from_text(train_text + val_text)

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinytorch.bpe import END_OF_TEXT, GPT2_PATTERN, GPT4_PATTERN, BPETokenizer, _train_merges
-from tinytorch.training import shakespeare
+from tinytorch.data import shakespeare
 
 SETTINGS = settings(max_examples=60, deadline=None)
 # random text that reuses a few characters, so that pairs repeat and counts tie often

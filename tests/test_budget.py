@@ -8,8 +8,8 @@ from test_cli import assert_one_line_error, cli
 
 from tinytorch import __main__ as main_module
 from tinytorch import budget, training
-from tinytorch.budget import FRONTIER, Recipe, choose_recipe, plan_run
-from tinytorch.checkpoint import load_checkpoint
+from tinytorch.budget import FRONTIER, Deadline, Recipe, choose_recipe, plan_run
+from tinytorch.checkpoint import Checkpointing, load_checkpoint
 from tinytorch.config import GPTConfig, count_parameters
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
@@ -111,13 +111,16 @@ class TickingClock:
 
 def test_train_with_a_deadline_refits_max_steps_to_end_by_it(tmp_path, monkeypatch):
     clock = TickingClock(0.001)
-    monkeypatch.setattr(training, "time", clock)  # train's clock only; tqdm and pytest keep the real one
+    monkeypatch.setattr(training, "time", clock)  # train's and Deadline's clock only; tqdm and pytest keep the real one
+    monkeypatch.setattr(budget, "time", clock)
     tokenizer = CharTokenizer.from_text(TEXT)
     ids = torch.tensor(tokenizer.encode(TEXT), dtype=torch.uint8)
     model = GPT(GPTConfig(tokenizer.vocab_size, 16, 1, 2, 16))
     cfg = TrainConfig(max_steps=2000, batch_size=2, warmup_steps=5, eval_interval=2000, eval_batches=1)
     deadline = clock.now + 0.5
-    history = training.train(model, tokenizer, ids, ids, cfg, out=tmp_path / "c.safetensors", deadline=deadline)
+    history = training.train(
+        model, tokenizer, ids, ids, cfg, callbacks=[Checkpointing(tmp_path / "c.safetensors"), Deadline(deadline)]
+    )
     steps = history[-1]["step"]
     assert 10 < steps < 2000  # it stopped on time rather than at the first max_steps (one evaluation, the last)
     assert clock.now <= deadline  # by the run's own clock, it ended by the deadline
@@ -133,7 +136,12 @@ def test_deadline_needs_one_process(monkeypatch):
     ids = torch.tensor(tokenizer.encode(TEXT), dtype=torch.uint8)
     with pytest.raises(ValueError, match="deadline needs a single process"):
         training.train(
-            GPT(GPTConfig(tokenizer.vocab_size, 16, 1, 2, 16)), tokenizer, ids, ids, TrainConfig(), deadline=1.0
+            GPT(GPTConfig(tokenizer.vocab_size, 16, 1, 2, 16)),
+            tokenizer,
+            ids,
+            ids,
+            TrainConfig(),
+            callbacks=[Deadline(1.0)],
         )
 
 

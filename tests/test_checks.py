@@ -36,7 +36,7 @@ COURSE = {
     ],
     "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward", "LayerNorm", "MLP", "Block"],
     "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss", "GPT", "milestone_shakespeare_logits"],
-    "06_training": ["random_windows", "lr_at", "train_step", "evaluate_loss"],
+    "06_training": ["random_windows", "lr_at", "step_on_batch", "evaluate_loss"],
     "07_generation": ["greedy_decode", "apply_temperature", "top_k_logits", "top_p_logits", "decode_step"],
 }
 
@@ -685,13 +685,13 @@ MISTAKES = [
     ("random_windows", windows_without_the_generator, "two generators with the same seed gave different batches"),
     ("random_windows", windows_in_uint8, "x has dtype torch.uint8, expected torch.int64: call .long()"),
     (
-        "train_step",
+        "step_on_batch",
         train_step_without_zero_grad,
         "the second step used the first step's gradients too: call optimizer.zero_grad() before backward",
     ),
-    ("train_step", train_step_without_clipping, "the gradient norm was "),
-    ("train_step", train_step_without_step, "the weights did not change: call optimizer.step()"),
-    ("train_step", train_step_returning_a_tensor, "return loss.item(), a float"),
+    ("step_on_batch", train_step_without_clipping, "the gradient norm was "),
+    ("step_on_batch", train_step_without_step, "the weights did not change: call optimizer.step()"),
+    ("step_on_batch", train_step_returning_a_tensor, "return loss.item(), a float"),
     (
         "lr_at",
         lr_at_warming_up_from_zero,
@@ -786,7 +786,7 @@ def test_evaluating_leaves_the_global_random_state_alone():
     torch.manual_seed(0)
     state = torch.get_rng_state()
     assert evaluate("attention_scores", attention_scores).status == "built"
-    assert evaluate("train_step", PIECES["train_step"].reference).status == "built"  # builds and trains models
+    assert evaluate("step_on_batch", PIECES["step_on_batch"].reference).status == "built"  # builds and trains models
     assert torch.equal(torch.get_rng_state(), state)
 
 

@@ -10,13 +10,14 @@ import pytest
 import torch
 
 import tinytorch.generation
-from tinytorch import training
+from tinytorch import data, training
 from tinytorch.__main__ import main
-from tinytorch.checkpoint import load_checkpoint, save_checkpoint
+from tinytorch.checkpoint import load_checkpoint, run_meta, save_checkpoint
 from tinytorch.config import GPTConfig
+from tinytorch.data import shakespeare
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
-from tinytorch.training import TrainConfig, make_optimizer, run_meta, shakespeare
+from tinytorch.training import TrainConfig, make_optimizer
 
 SMALL_RUN = ["--preset", "tiny", "--batch-size", "2", "--eval-batches", "1", "--warmup", "1"]
 
@@ -363,7 +364,7 @@ def test_sigterm_before_training_exits_143_and_says_nothing_was_saved(tmp_path, 
         return "x" * 1000, "y" * 1000
 
     handler = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(training, "shakespeare", terminated)
+    monkeypatch.setattr(data, "shakespeare", terminated)
     code, out, err = cli(capsys, "train", "--out", tmp_path, *SMALL_RUN)
     assert code == 143 and err == "interrupted; no checkpoint yet\n", err
     assert signal.getsignal(signal.SIGTERM) is handler  # the command puts the process's handler back

@@ -13,7 +13,7 @@ from safetensors import SafetensorError
 from test_cli import SMALL_RUN, assert_one_line_error, cli, ctrl_c_during_step
 
 from tinytorch import checkpoint, training
-from tinytorch.checkpoint import load_checkpoint
+from tinytorch.checkpoint import Checkpointing, load_checkpoint
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
@@ -117,8 +117,10 @@ def test_train_from_python_raises_checkpoint_not_saved_with_the_step_kept(tmp_pa
     model = GPT(GPTConfig(tokenizer.vocab_size, 8, 1, 2, 16))
     cfg = TrainConfig(max_steps=4, batch_size=2, warmup_steps=1, eval_interval=2, eval_batches=1)
     fail_save(monkeypatch, 2)
-    with pytest.raises(training.CheckpointNotSaved, match="step 4 was not saved .*still holds step 2") as caught:
-        training.train(model, tokenizer, ids, ids, cfg, out=tmp_path / "c.safetensors", progress=False)
+    with pytest.raises(checkpoint.CheckpointNotSaved, match="step 4 was not saved .*still holds step 2") as caught:
+        training.train(
+            model, tokenizer, ids, ids, cfg, progress=False, callbacks=[Checkpointing(tmp_path / "c.safetensors")]
+        )
     assert (caught.value.errno, caught.value.step, caught.value.kept) == (errno.ENOSPC, 4, 2)
 
 

@@ -281,7 +281,7 @@ VARIANTS = [
     ("cross_entropy", cross_entropy_with_logsumexp),
     ("lm_loss", lm_loss_with_narrow),
     ("lr_at", lr_at_written_with_if_else),
-    ("train_step", train_step_clearing_gradients_with_none),
+    ("step_on_batch", train_step_clearing_gradients_with_none),
     ("evaluate_loss", evaluate_loss_under_inference_mode),
     ("greedy_decode", greedy_decode_with_inference_mode),
     ("apply_temperature", temperature_by_multiplying),

@@ -12,24 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from tinytorch import checkpoint as checkpoint_module
 from tinytorch import training
-from tinytorch.checkpoint import load_checkpoint, save_checkpoint
+from tinytorch.checkpoint import Checkpointing, load_checkpoint, run_meta, save_checkpoint
 from tinytorch.config import GPTConfig
+from tinytorch.data import VAL_PLAYS, convert_play, id_dtype, play_paths, shakespeare
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
 from tinytorch.training import (
-    VAL_PLAYS,
     TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
-    convert_play,
     evaluate,
     fixed_batches,
     get_batch,
     get_lr,
     make_optimizer,
-    play_paths,
-    shakespeare,
     train,
 )
 
@@ -165,7 +163,15 @@ def test_training_lowers_the_loss(tokenizer, ids):
 
 def test_checkpoints_of_a_run_record_its_config_history_and_validation_plays(tmp_path, tokenizer, ids):
     cfg = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
-    history = train(small_model(tokenizer), tokenizer, ids, ids, cfg, out=tmp_path / "c.safetensors", progress=False)
+    history = train(
+        small_model(tokenizer),
+        tokenizer,
+        ids,
+        ids,
+        cfg,
+        progress=False,
+        callbacks=[Checkpointing(tmp_path / "c.safetensors")],
+    )
     meta = load_checkpoint(tmp_path / "c.safetensors").meta
     assert meta["step"] == 4 and meta["history"] == history and meta["val_plays"] == list(VAL_PLAYS)
     assert TrainConfig(**meta["train_config"]) == cfg
@@ -181,15 +187,17 @@ def test_resume_is_bit_exact(tmp_path, tokenizer, ids, monkeypatch):
         if step == 3:
             shutil.copy(path, at_step_3)  # as if the run had been stopped right after step 3
 
-    monkeypatch.setattr(training, "save_checkpoint", save_and_keep_step_3)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", save_and_keep_step_3)
     straight = small_model(tokenizer, dropout=0.1)
     torch.manual_seed(1)
-    history = train(straight, tokenizer, ids, ids, cfg, out=path, progress=False)
+    history = train(straight, tokenizer, ids, ids, cfg, progress=False, callbacks=[Checkpointing(path)])
     assert load_checkpoint(at_step_3).meta["step"] == 3
 
     resumed = small_model(tokenizer, dropout=0.1)
     torch.manual_seed(123)  # resuming restores the random state, whatever it is now
-    history_resumed = train(resumed, tokenizer, ids, ids, cfg, out=at_step_3, resume=True, progress=False)
+    history_resumed = train(
+        resumed, tokenizer, ids, ids, cfg, progress=False, callbacks=[Checkpointing(at_step_3, resume=True)]
+    )
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert history_resumed == history
@@ -203,8 +211,7 @@ def test_resume_without_a_checkpoint_names_the_file(tmp_path, tokenizer, ids):
             ids,
             ids,
             TrainConfig(),
-            out=tmp_path / "missing.safetensors",
-            resume=True,
+            callbacks=[Checkpointing(tmp_path / "missing.safetensors", resume=True)],
         )
 
 
@@ -253,7 +260,7 @@ def test_shipped_checkpoints_reach_their_recorded_validation_loss(name, bound):
     _, val_text = shakespeare()
     val_ids = checkpoint.tokenizer.encode(val_text)
     chars_per_token = len(val_text) / len(val_ids)
-    val_ids = torch.tensor(val_ids, dtype=training.id_dtype(checkpoint.tokenizer.vocab_size))
+    val_ids = torch.tensor(val_ids, dtype=id_dtype(checkpoint.tokenizer.vocab_size))
     T = checkpoint.model.config.block_size
     loss = evaluate(checkpoint.model, fixed_batches(val_ids, cfg.eval_batches, cfg.batch_size, T, seed=cfg.seed + 2))
     recorded = checkpoint.meta["history"][-1]["val"]
@@ -284,7 +291,7 @@ def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_says_why(tmp_p
     real_get_lr = training.get_lr
     monkeypatch.setattr(training, "get_lr", lambda step, cfg: real_get_lr(step, cfg) if step < 2 else 1e30)
     with pytest.raises(TrainingDiverged, match=r"at step [34]: .*(nan|inf).*lower lr") as stopped:
-        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), out=path, progress=False)
+        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), progress=False, callbacks=[Checkpointing(path)])
     assert stopped.value.step in (3, 4)
     saved = load_checkpoint(path)  # finite weights: load_checkpoint checks
     assert saved.meta["step"] == 2 and [h["step"] for h in saved.meta["history"]] == [2]
@@ -294,7 +301,15 @@ def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_says_why(tmp_p
 def test_an_infinite_learning_rate_diverges_at_once_without_saving(tmp_path, tokenizer, ids, monkeypatch):
     monkeypatch.setattr(training, "get_lr", lambda step, cfg: 1e30)
     with pytest.raises(TrainingDiverged, match="at step 2"):
-        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), out=tmp_path / "c.safetensors", progress=False)
+        train(
+            small_model(tokenizer),
+            tokenizer,
+            ids,
+            ids,
+            tiny_cfg(),
+            progress=False,
+            callbacks=[Checkpointing(tmp_path / "c.safetensors")],
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -322,21 +337,24 @@ def test_ctrl_c_finishes_the_step_saves_it_and_resumes_bit_exact(tmp_path, token
     interrupted = small_model(tokenizer, dropout=0.1)
     torch.manual_seed(1)  # the same start as the straight run
     with pytest.raises(TrainingInterrupted, match="stopped at step 3") as stopped:
-        train(interrupted, tokenizer, ids, ids, cfg, out=path, progress=False)
+        train(interrupted, tokenizer, ids, ids, cfg, progress=False, callbacks=[Checkpointing(path)])
     assert isinstance(stopped.value, KeyboardInterrupt) and stopped.value.step == 3
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C behaves as before once train returns
     assert load_checkpoint(path).meta["step"] == 3
 
     monkeypatch.undo()
     resumed = small_model(tokenizer, dropout=0.1)
-    assert train(resumed, tokenizer, ids, ids, cfg, out=path, resume=True, progress=False) == history
+    assert (
+        train(resumed, tokenizer, ids, ids, cfg, progress=False, callbacks=[Checkpointing(path, resume=True)])
+        == history
+    )
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
 def saved_run(tmp_path, tokenizer, ids, cfg):
     path = tmp_path / "c.safetensors"
-    train(small_model(tokenizer), tokenizer, ids, ids, cfg, out=path, progress=False)
+    train(small_model(tokenizer), tokenizer, ids, ids, cfg, progress=False, callbacks=[Checkpointing(path)])
     return path
 
 
@@ -354,7 +372,7 @@ def test_resume_refuses_a_different_train_config(tmp_path, tokenizer, ids, chang
     before = path.read_bytes()
     with pytest.raises(ValueError, match=message):
         cfg = tiny_cfg(**{"max_steps": 4, **change})
-        train(small_model(tokenizer), tokenizer, ids, ids, cfg, out=path, resume=True)
+        train(small_model(tokenizer), tokenizer, ids, ids, cfg, callbacks=[Checkpointing(path, resume=True)])
     assert path.read_bytes() == before
 
 
@@ -362,15 +380,19 @@ def test_resume_refuses_another_model_or_tokenizer(tmp_path, tokenizer, ids):
     path = saved_run(tmp_path, tokenizer, ids, tiny_cfg(max_steps=4))
     bigger = GPT(replace(small_model(tokenizer).config, n_layer=3))
     with pytest.raises(ValueError, match="n_layer=2.*n_layer=3"):
-        train(bigger, tokenizer, ids, ids, tiny_cfg(max_steps=4), out=path, resume=True)
+        train(bigger, tokenizer, ids, ids, tiny_cfg(max_steps=4), callbacks=[Checkpointing(path, resume=True)])
     other = CharTokenizer(list(reversed(tokenizer.chars)))
     with pytest.raises(ValueError, match="tokenizer"):
-        train(small_model(tokenizer), other, ids, ids, tiny_cfg(max_steps=4), out=path, resume=True)
+        train(
+            small_model(tokenizer), other, ids, ids, tiny_cfg(max_steps=4), callbacks=[Checkpointing(path, resume=True)]
+        )
 
 
 def test_resume_may_add_steps_and_records_it(tmp_path, tokenizer, ids):
     path = saved_run(tmp_path, tokenizer, ids, tiny_cfg(max_steps=4))
-    history = train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=6), out=path, resume=True)
+    history = train(
+        small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=6), callbacks=[Checkpointing(path, resume=True)]
+    )
     meta = load_checkpoint(path).meta
     assert [h["step"] for h in history] == [2, 4, 6] and meta["step"] == 6
     assert meta["train_config"]["max_steps"] == 6
@@ -379,9 +401,9 @@ def test_resume_may_add_steps_and_records_it(tmp_path, tokenizer, ids):
 
 def test_resume_from_a_weights_only_file_is_refused(tmp_path, tokenizer, ids):
     path = tmp_path / "model.safetensors"
-    save_checkpoint(path, small_model(tokenizer), tokenizer, 4, meta=training.run_meta(tiny_cfg(), []))
+    save_checkpoint(path, small_model(tokenizer), tokenizer, 4, meta=run_meta(tiny_cfg(), []))
     with pytest.raises(ValueError, match="weights only"):
-        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), out=path, resume=True)
+        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(), callbacks=[Checkpointing(path, resume=True)])
 
 
 def test_fused_adamw_only_where_it_exists(tokenizer):
@@ -416,7 +438,7 @@ def test_bfloat16_where_autocast_is_not_supported_is_a_clear_error(tokenizer, id
     [(76, torch.uint8), (256, torch.uint8), (257, torch.int16), (32768, torch.int16), (32769, torch.int32)],
 )
 def test_token_ids_take_the_smallest_dtype_and_batches_are_int64(vocab_size, dtype):
-    assert training.id_dtype(vocab_size) == dtype
+    assert id_dtype(vocab_size) == dtype
     ids = torch.arange(100).remainder(vocab_size).to(dtype)
     x, y = get_batch(ids, 2, 8, torch.Generator().manual_seed(0))
     ((fx, fy),) = fixed_batches(ids, 1, 2, 8, seed=0)
@@ -432,7 +454,9 @@ def test_a_run_saved_before_dtypes_resumes_in_float32(tmp_path):
     rewrite(path, meta=edit(lambda m: m["train_config"].pop("dtype"))(saved_meta(path)))
     saved = saved_meta(path)["train_config"]
     assert "dtype" not in saved and TrainConfig(**saved).dtype == "float32"
-    history = train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=6), out=path, resume=True)
+    history = train(
+        small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=6), callbacks=[Checkpointing(path, resume=True)]
+    )
     assert [h["step"] for h in history] == [2, 4, 6]
 
 
@@ -440,13 +464,15 @@ def test_a_bpe_run_resumes_with_its_own_tokenizer_and_refuses_another(tmp_path):
     from tinytorch.bpe import BPETokenizer
 
     bpe = BPETokenizer.train(TEXT, 270)
-    ids = torch.tensor(bpe.encode(TEXT), dtype=training.id_dtype(bpe.vocab_size))
+    ids = torch.tensor(bpe.encode(TEXT), dtype=id_dtype(bpe.vocab_size))
     path = saved_run(tmp_path, bpe, ids, tiny_cfg(max_steps=4))
     other = BPETokenizer.train(TEXT.upper(), 270)  # as many tokens, other merges
     with pytest.raises(ValueError, match="another tokenizer"):
-        train(small_model(other), other, ids, ids, tiny_cfg(max_steps=6), out=path, resume=True)
+        train(small_model(other), other, ids, ids, tiny_cfg(max_steps=6), callbacks=[Checkpointing(path, resume=True)])
     same = BPETokenizer.from_dict(bpe.to_dict())
-    history = train(small_model(same), same, ids, ids, tiny_cfg(max_steps=6), out=path, resume=True)
+    history = train(
+        small_model(same), same, ids, ids, tiny_cfg(max_steps=6), callbacks=[Checkpointing(path, resume=True)]
+    )
     assert [h["step"] for h in history] == [2, 4, 6]
 
 
@@ -455,5 +481,13 @@ def test_ids_outside_the_vocabulary_are_refused_before_training(tmp_path, tokeni
     bad = ids.clone()
     bad[100] = tokenizer.vocab_size  # one id too many, e.g. data encoded with another tokenizer
     with pytest.raises(ValueError, match=rf"val_ids: token id {tokenizer.vocab_size} at position \(100,\)"):
-        train(small_model(tokenizer), tokenizer, ids, bad, cfg, out=tmp_path / "c.safetensors", progress=False)
+        train(
+            small_model(tokenizer),
+            tokenizer,
+            ids,
+            bad,
+            cfg,
+            progress=False,
+            callbacks=[Checkpointing(tmp_path / "c.safetensors")],
+        )
     assert not (tmp_path / "c.safetensors").exists()

