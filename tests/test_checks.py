@@ -36,7 +36,7 @@ COURSE = {
     ],
     "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward", "LayerNorm", "MLP", "Block"],
     "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss", "GPT", "milestone_shakespeare_logits"],
-    "06_training": ["random_windows", "lr_at", "step_on_batch", "evaluate_loss"],
+    "06_training": ["random_windows", "lr_at", "step_on_batch", "evaluate_loss", "train_loop"],
     "07_generation": ["greedy_decode", "apply_temperature", "top_k_logits", "top_p_logits", "decode_step"],
 }
 

@@ -2,6 +2,7 @@
 package's mask, a Python loop over heads or rows, reshape where view works, ...). The other direction, typical
 mistakes reading wrong with their message, is tests/test_checks.py's MISTAKES."""
 
+import functools
 import math
 from itertools import pairwise
 
@@ -13,8 +14,10 @@ from torch import nn
 from tinytorch.attention import CausalSelfAttention
 from tinytorch.blocks import MLP, Block, LayerNorm
 from tinytorch.checks import Result, evaluate
+from tinytorch.checks import ch06_training as ch06_checks
 from tinytorch.embeddings import Embeddings
 from tinytorch.gpt import next_token_loss
+from tinytorch.training import fixed_batches, get_batch, make_optimizer
 
 # ------------------------------------------------------------------ 02 embeddings
 
@@ -222,6 +225,66 @@ def evaluate_loss_under_inference_mode(model, batches):
             total += next_token_loss(model(x), y).item()
     model.train(was_training)
     return total / len(batches)
+
+
+def loop_written_out(model, train_ids, val_ids, cfg, *, zero_grad=True, eval_mode=True, schedule=True, last=True):
+    """A learner's train_loop, written with the chapter's pieces; the flags put in one mistake each."""
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    T = model.config.block_size
+    sets = {
+        "train": fixed_batches(train_ids, cfg.eval_batches, cfg.batch_size, T, seed=cfg.seed + 1),
+        "val": fixed_batches(val_ids, cfg.eval_batches, cfg.batch_size, T, seed=cfg.seed + 2),
+    }
+    history, step = [], 0
+    while step < cfg.max_steps:  # a while loop, steps counted after the step
+        if schedule:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at_written_with_if_else(step, cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.min_lr)
+        x, y = get_batch(train_ids, cfg.batch_size, T, generator)
+        if zero_grad:
+            optimizer.zero_grad()
+        loss = next_token_loss(model(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        if step % cfg.eval_interval == 0 or (last and step == cfg.max_steps):
+            if eval_mode:
+                record = {name: evaluate_loss_under_inference_mode(model, b) for name, b in sets.items()}
+            else:
+                with torch.no_grad():
+                    record = {
+                        name: sum(next_token_loss(model(x), y).item() for x, y in b) / len(b)
+                        for name, b in sets.items()
+                    }
+            history.append({"step": step, **record})
+    return history
+
+
+def test_a_training_loop_written_out_reads_built():
+    assert evaluate("train_loop", loop_written_out).status == "built"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(zero_grad=False), "zero the gradients before backward"),
+        (dict(eval_mode=False), "evaluate in eval mode (dropout off)"),
+        (dict(schedule=False), "the schedule never ran"),
+        (dict(last=False), "the evaluations come after steps [4, 8, 10]"),
+    ],
+    ids=["no zero_grad", "dropout in evaluation", "no schedule", "no evaluation at the last step"],
+)
+def test_a_training_loop_with_a_typical_mistake_reads_wrong_and_names_it(change, message):
+    result = evaluate("train_loop", functools.partial(loop_written_out, **change))
+    assert result.status == "wrong" and message in result.message, result
+
+
+@pytest.mark.parametrize("mistake", sorted(ch06_checks._LOOP_MISTAKES))
+def test_every_loop_mistake_the_check_knows_reads_wrong_with_its_fix(mistake):
+    result = evaluate("train_loop", functools.partial(ch06_checks._loop_with, mistake=mistake))
+    assert result.status == "wrong" and result.message == ch06_checks._LOOP_MISTAKES[mistake], result
 
 
 # ------------------------------------------------------------------ 07 generation

@@ -290,42 +290,39 @@ def _own_folder(folder: Path):
 def _resumed_settings(checkpoint, given: dict):
     """(TrainConfig, GPTConfig, step) of a run to resume: the checkpoint's own, with more --steps if given. Exits
     with one line naming the options that would change the run."""
-    from tinytorch.checkpoint import tokenizer_to_dict
+    from tinytorch.checkpoint import resume_differences, saved_train_config, tokenizer_to_dict
     from tinytorch.config import GPTConfig
-    from tinytorch.training import TrainConfig
 
     path, meta, config = checkpoint.path, checkpoint.meta, checkpoint.model.config
     if "param_groups" not in meta or "rng.generator" not in checkpoint.tensors:
         sys.exit(f"error: {path} holds weights only, not the state of a run; it cannot be resumed")
     try:
-        saved = TrainConfig(**meta["train_config"])
-    except (KeyError, TypeError, ValueError) as error:
-        sys.exit(f"error: {path} records no valid train_config ({error}); was it written by tinytorch train?")
+        saved = saved_train_config(checkpoint)
+        preset = given.get("preset")
+        preset = preset and replace(GPTConfig.from_preset(preset), vocab_size=config.vocab_size)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
     steps = given.get("steps", saved.max_steps)
     if steps < meta["step"]:
         sys.exit(
             f"error: --steps {steps} is below the checkpoint's step {meta['step']}; give --steps {meta['step']} or more"
         )
+    fields = {field: given[option] for option, field in RESUMED_FIELDS.items() if option in given}
+    if "warmup_steps" in fields:
+        fields["warmup_steps"] = min(fields["warmup_steps"], saved.max_steps)  # a fresh run cuts it to --steps too
+    options = {field: option for option, field in RESUMED_FIELDS.items()} | {"config": "preset"}
     differ = []
-    tokenizer = checkpoint.tokenizer
-    kind = tokenizer_to_dict(tokenizer)["kind"]
+    kind = tokenizer_to_dict(checkpoint.tokenizer)["kind"]
     if given.get("tokenizer", kind) != kind:
         differ.append(f"--tokenizer {given['tokenizer']} (the run has {kind})")
-    if "vocab_size" in given and (kind == "char" or given["vocab_size"] != tokenizer.vocab_size):
-        differ.append(f"--vocab-size {given['vocab_size']} (the run has {tokenizer.vocab_size} {kind} tokens)")
-    if "preset" in given:
-        try:
-            preset = replace(GPTConfig.from_preset(given["preset"]), vocab_size=config.vocab_size)
-        except ValueError as error:
-            sys.exit(f"error: {error}")
-        if preset != config:
-            differ.append(f"--preset {given['preset']} (the run's model is {config})")
-    for option, field in RESUMED_FIELDS.items():
-        value = given.get(option)
-        if option == "warmup" and value is not None:
-            value = min(value, saved.max_steps)  # a fresh run cuts the warmup to --steps too
-        if value is not None and value != getattr(saved, field):
-            differ.append(f"--{option.replace('_', '-')} {given[option]} (the run has {getattr(saved, field)})")
+    if "vocab_size" in given and (kind == "char" or given["vocab_size"] != checkpoint.tokenizer.vocab_size):
+        differ.append(
+            f"--vocab-size {given['vocab_size']} (the run has {checkpoint.tokenizer.vocab_size} {kind} tokens)"
+        )
+    for what, before, _ in resume_differences(checkpoint, fields, config=preset or None):
+        option = options[what]
+        run = f"the run's model is {before}" if what == "config" else f"the run has {before}"
+        differ.append(f"--{option.replace('_', '-')} {given[option]} ({run})")
     if differ:
         sys.exit(
             f"error: --resume continues {path} with the settings it was started with, and these differ: "

@@ -15,6 +15,8 @@ __all__ = [
     "restore",
     "CheckpointNotSaved",
     "run_meta",
+    "saved_train_config",
+    "resume_differences",
     "Checkpointing",
 ]
 
@@ -26,7 +28,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -298,26 +300,47 @@ def run_meta(
     }
 
 
+def saved_train_config(checkpoint: Checkpoint) -> TrainConfig:
+    """The TrainConfig a checkpoint's run was trained with; a ValueError if it records none (not a run's)."""
+    try:
+        return TrainConfig(**checkpoint.meta["train_config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(
+            f"{checkpoint.path} records no valid train_config ({error}); only the checkpoints of train's runs resume"
+        ) from None
+
+
+def resume_differences(
+    checkpoint: Checkpoint,
+    given: dict,
+    tokenizer: CharTokenizer | BPETokenizer | None = None,
+    config: GPTConfig | None = None,
+) -> list[tuple[str, object, object]]:
+    """What continuing the checkpoint's run would change: (what, saved, given) for each TrainConfig field in `given`
+    but max_steps ({field: value}), and for the tokenizer and the model's config if given. None: it may go on."""
+    saved = asdict(saved_train_config(checkpoint))
+    differences = [(k, saved[k], v) for k, v in given.items() if k != "max_steps" and v != saved[k]]
+    if tokenizer is not None and tokenizer_to_dict(tokenizer) != tokenizer_to_dict(checkpoint.tokenizer):
+        differences.append(("tokenizer", checkpoint.tokenizer, tokenizer))
+    if config is not None and config != checkpoint.model.config:
+        differences.append(("config", checkpoint.model.config, config))
+    return differences
+
+
 def _check_resume(checkpoint: Checkpoint, tokenizer: CharTokenizer | BPETokenizer, cfg: TrainConfig) -> list[dict]:
     """Raise a ValueError unless `train` can continue the checkpoint's run with `cfg`: only max_steps may change,
     and not to below the checkpoint's step. Returns the run's record of max_steps changes, with this one."""
     path, meta = checkpoint.path, checkpoint.meta
-    if tokenizer_to_dict(checkpoint.tokenizer) != tokenizer_to_dict(tokenizer):
+    differences = resume_differences(checkpoint, asdict(cfg), tokenizer)
+    if any(what == "tokenizer" for what, _, _ in differences):
         raise ValueError(f"{path} was trained with another tokenizer; resume it with the one saved in it")
-    try:
-        saved = TrainConfig(**meta["train_config"])
-        changes = list(meta.get("max_steps_changes", []))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path} records no valid train_config ({error}); only train's checkpoints resume") from None
-    changed = [
-        f"{f.name} ({getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r})"
-        for f in fields(TrainConfig)
-        if f.name != "max_steps" and getattr(saved, f.name) != getattr(cfg, f.name)
-    ]
-    if changed:
-        raise ValueError(f"{path} goes on with its own TrainConfig, but these differ: {', '.join(changed)}")
+    if differences:
+        changed = ", ".join(f"{what} ({saved!r} -> {given!r})" for what, saved, given in differences)
+        raise ValueError(f"{path} goes on with its own TrainConfig, but these differ: {changed}")
     if cfg.max_steps < meta["step"]:
         raise ValueError(f"{path} is at step {meta['step']}, past max_steps={cfg.max_steps}; train to a later step")
+    changes = list(meta.get("max_steps_changes", []))
+    saved = saved_train_config(checkpoint)
     if cfg.max_steps != saved.max_steps:
         changes.append({"step": meta["step"], "from": saved.max_steps, "to": cfg.max_steps})
     return changes

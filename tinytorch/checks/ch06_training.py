@@ -28,7 +28,7 @@ from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT, next_token_loss
 from tinytorch.data import convert_play, play_paths, shakespeare
-from tinytorch.training import TrainConfig, get_batch, get_lr, train, train_step
+from tinytorch.training import TrainConfig, fixed_batches, get_batch, get_lr, make_optimizer, train, train_step
 from tinytorch.training import evaluate as evaluate_model
 
 
@@ -249,6 +249,117 @@ def _verify_evaluate_loss(evaluate_loss: Callable) -> None:
         )
 
 
+def _train_loop(model: nn.Module, train_ids: torch.Tensor, val_ids: torch.Tensor, cfg: TrainConfig) -> list[dict]:
+    """Train model in place for cfg.max_steps steps of one batch each; returns the evaluations."""
+    return train(model, None, train_ids, val_ids, cfg, progress=False)
+
+
+def _loop_with(model: nn.Module, train_ids, val_ids, cfg: TrainConfig, mistake: str = "") -> list[dict]:
+    """The loop written out, right or with one typical mistake: what a learner's train_loop is compared with."""
+    optimizer = make_optimizer(model, cfg)
+    generator = torch.Generator().manual_seed(cfg.seed if mistake != "unseeded" else cfg.seed + 99)
+    T = model.config.block_size
+    seeds = (cfg.seed + 2, cfg.seed + 1) if mistake == "swapped sets" else (cfg.seed + 1, cfg.seed + 2)
+    eval_sets = {
+        "train": fixed_batches(train_ids, cfg.eval_batches, cfg.batch_size, T, seed=seeds[0]),
+        "val": fixed_batches(val_ids, cfg.eval_batches, cfg.batch_size, T, seed=seeds[1]),
+    }
+    history = []
+    model.train()
+    for step in range(cfg.max_steps):
+        if mistake != "constant lr":
+            at = step + 1 if mistake == "lr one step late" else step
+            for group in optimizer.param_groups:
+                group["lr"] = get_lr(at, cfg)
+        x, y = get_batch(train_ids, cfg.batch_size, T, generator)
+        if mistake != "no zero_grad":
+            optimizer.zero_grad(set_to_none=True)
+        next_token_loss(model(x), y).backward()
+        if mistake != "no clipping":
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.max_steps:
+            if mistake == "dropout in evaluation":
+                with torch.no_grad():
+                    scores = {
+                        k: sum(next_token_loss(model(x), y).item() for x, y in b) / len(b) for k, b in eval_sets.items()
+                    }
+            else:
+                scores = {k: evaluate_model(model, b) for k, b in eval_sets.items()}
+            history.append({"step": step + 1, **scores})
+            if mistake == "left in eval mode":
+                model.eval()
+    return history
+
+
+_LOOP_MISTAKES = {
+    "constant lr": "set every param group's lr to lr_at(step, ...) before each step: the schedule never ran",
+    "lr one step late": "the rate of step s is lr_at(s, ...), steps counted from 0: yours is one step ahead",
+    "no zero_grad": "each step used the earlier steps' gradients too: zero the gradients before backward",
+    "no clipping": "clip the gradient norm to cfg.grad_clip before each optimizer step",
+    "dropout in evaluation": "evaluate in eval mode (dropout off), e.g. with your evaluate_loss",
+    "left in eval mode": "after an evaluation, train in training mode again (dropout back on)",
+    "unseeded": "draw the training batches from torch.Generator().manual_seed(cfg.seed)",
+    "swapped sets": "the train set's fixed batches come from seed cfg.seed + 1, the val set's from cfg.seed + 2",
+}
+
+
+@piece(
+    "train_loop",
+    "06_training",
+    "the training loop: schedule, batch, step and an evaluation every eval_interval steps, as train does it",
+    _train_loop,
+)
+def _verify_train_loop(train_loop: Callable) -> None:
+    data = _randint(11, (400,), seed=210).to(torch.uint8)
+    train_ids, val_ids = data[:300], data[300:]
+    cfg = TrainConfig(max_steps=10, batch_size=3, lr=3e-2, min_lr=3e-3, warmup_steps=3, eval_interval=4, eval_batches=2)
+    cfg = replace(cfg, grad_clip=0.5)  # small enough that clipping acts
+    call = "train_loop(model, train_ids, val_ids, cfg)"
+
+    def run(loop: Callable, mistake: str | None = None) -> tuple[Any, nn.Module]:
+        model = _gpt(seed=211, dropout=0.2).train()  # dropout: training and eval mode give other numbers
+        torch.manual_seed(212)  # dropout's masks come from the global generator
+        args = (model, train_ids.clone(), val_ids.clone(), cfg)
+        return (loop(*args) if mistake is None else _loop_with(*args, mistake)), model
+
+    out, model = run(train_loop)
+    want, reference = run(_loop_with)
+    if not isinstance(out, list) or not all(isinstance(r, dict) for r in out):
+        raise Wrong(f"{call} must return the history, a list of {{'step', 'train', 'val'}} dicts; got {_kind(out)}")
+    steps, want_steps = [r.get("step") for r in out], [r["step"] for r in want]
+    if steps != want_steps:
+        raise Wrong(
+            f"with max_steps=10 and eval_interval=4 the evaluations come after steps {want_steps} (every "
+            f"eval_interval steps, counted from 1, and after the last); yours are at {steps}"
+        )
+    for record in out:
+        if set(record) != {"step", "train", "val"} or any(
+            isinstance(record[k], torch.Tensor) for k in ("train", "val")
+        ):
+            raise Wrong(f"each record is {{'step': int, 'train': float, 'val': float}}; one is {_describe(record)}")
+    if _same_history(out, want):
+        if _parameters_differ(model, _snapshot(reference)) is None:
+            return
+        raise Wrong("the history is right but the model's final weights are not: train the model you were given")
+    for mistake, fix in _LOOP_MISTAKES.items():
+        if _same_history(out, run(_loop_with, mistake)[0]):
+            raise Wrong(fix)
+    first = next(i for i, (a, b) in enumerate(zip(out, want, strict=True)) if not _same_history([a], [b]))
+    got, expected = out[first], want[first]
+    raise Wrong(
+        f"the evaluation after step {expected['step']} gave train {_num(got['train'], 4)}, val {_num(got['val'], 4)}; "
+        f"train's loop gives {_num(expected['train'], 4)}, {_num(expected['val'], 4)}: use make_optimizer(model, cfg), "
+        "a generator seeded with cfg.seed for random_windows, and fixed_batches seeded cfg.seed + 1 (train) and "
+        "cfg.seed + 2 (val)"
+    )
+
+
+def _same_history(a: list[dict], b: list[dict]) -> bool:
+    """Whether two histories of the same steps have the same train and val losses (to float rounding)."""
+    return all(_close(x[k], y[k]) for x, y in zip(a, b, strict=True) for k in ("train", "val"))
+
+
 _PLAYS_VOCAB = GPTConfig.from_preset("shakespeare").vocab_size  # V = 76 characters in chapter 06's plays
 _SHORT_RUN = {"steps": 40, "warmup_steps": 20}  # as exercise 1 of chapter 06 asks
 
@@ -434,6 +545,14 @@ add_hints(
             "was in.",
             "Remember the model's training flag, switch it to eval mode, compute the loss of each batch under "
             "torch.no_grad() as a float, put the mode back as it was, and return the mean.",
+        ),
+        "train_loop": (
+            "The loop of train without its extras: a schedule, a batch, your step, and now and then an evaluation on "
+            "fixed batches; it returns the evaluations.",
+            "Build the optimizer with make_optimizer, a generator seeded with cfg.seed, and the two evaluation sets "
+            "with fixed_batches (seeds cfg.seed + 1 and + 2) before the loop; at each step set every param group's "
+            "rate with lr_at, draw a batch with random_windows, take your step, and after every eval_interval-th "
+            "step (counted from 1) and the last, append the step and both mean losses from evaluate_loss.",
         ),
         "my_short_run": (
             "Write the chapter's hand-made loop for 40 steps, with the rate and clipping the arguments ask for, from a "
