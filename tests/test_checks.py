@@ -6,7 +6,9 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,8 @@ from tinytorch import checks
 from tinytorch.attention import causal_mask
 from tinytorch.checks import PIECES, Result, check, evaluate, register_exercise
 from tinytorch.gpt import next_token_loss
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STUCK = "(the cells below use tinytorch's version until yours is built)"
 
@@ -36,7 +40,14 @@ COURSE = {
     ],
     "04_blocks": ["layer_norm", "gelu", "mlp_forward", "block_forward", "LayerNorm", "MLP", "Block"],
     "05_gpt": ["gpt_forward", "cross_entropy", "lm_loss", "GPT", "milestone_shakespeare_logits"],
-    "06_training": ["random_windows", "lr_at", "step_on_batch", "evaluate_loss", "train_loop"],
+    "06_training": [
+        "random_windows",
+        "lr_at",
+        "step_on_batch",
+        "evaluate_loss",
+        "train_loop",
+        "milestone_shakespeare_run",
+    ],
     "07_generation": ["greedy_decode", "apply_temperature", "top_k_logits", "top_p_logits", "decode_step"],
 }
 
@@ -923,3 +934,24 @@ def test_a_milestone_waits_for_the_learners_module_and_reads_built_with_a_correc
 
     result = evaluate("milestone_shakespeare_logits", Halved)
     assert result.status == "wrong" and "logits differ from the shipped model's by up to" in result.message
+
+
+def test_the_training_milestone_waits_for_the_learners_loop_and_gpt_and_reads_built_with_the_books(monkeypatch):
+    from tinytorch.checks import ch06_training
+    from tinytorch.checks.ch06_training import _loop_with
+    from tinytorch.workbook import _chapter_pieces
+
+    short = dict(max_steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_interval=40)
+    monkeypatch.setattr(ch06_training, "_MILESTONE_RUN", short)  # the real one trains 300 steps, twice
+
+    assert evaluate("milestone_shakespeare_run", _loop_with).status == "not yet"  # no workbook here: tinytorch's GPT
+    monkeypatch.chdir(ROOT / "notebooks")  # the book's chapter 05: its GPT is a learner's, written out
+    _chapter_pieces.cache_clear()
+    assert evaluate("milestone_shakespeare_run", PIECES["milestone_shakespeare_run"].reference).status == "not yet"
+    assert evaluate("milestone_shakespeare_run", _loop_with) == Result("milestone_shakespeare_run", "built", "")
+
+    def half_the_steps(model, train_ids, val_ids, cfg):
+        return _loop_with(model, train_ids, val_ids, replace(cfg, max_steps=cfg.max_steps // 2))
+
+    result = evaluate("milestone_shakespeare_run", half_the_steps)
+    assert result.status == "wrong" and "more than 0.05 apart" in result.message, result

@@ -3,6 +3,7 @@
 
 import ast
 import copy
+import functools
 import json
 import multiprocessing
 import os
@@ -31,6 +32,7 @@ __all__ = [
     "make_workbook",
     "run_checks",
     "stubs",
+    "yours",
 ]
 
 BOOK = Path(tinytorch.__file__).resolve().parent.parent / "notebooks"  # the book, in a clone of the course
@@ -49,6 +51,62 @@ _CHAPTER = re.compile(r"\d+[a-z]?_\w+")  # 03_attention, 02b_subwords; not 03_at
 _CLEARED = "# Run this cell once your "  # the first line of a cell whose output the workbook cleared
 _CHECKS_IMPORT = re.compile(r"^from tinytorch\.checks import check$", re.MULTILINE)
 _CHECKS_IMPORT_WITH_HINT = 'from tinytorch.checks import check, hint  # stuck on a piece? hint("its name")'
+
+
+def yours(name: str, folder: str | Path | None = None):
+    """The learner's version of an earlier chapter's piece (`GPT`, `Block`, ...) where it is built in the workbook
+    chapter in `folder` (default: the current folder, where a workbook's kernel runs), else tinytorch's. The milestones
+    use it: chapter 06 trains your GPT with your loop, chapter 07 samples from it."""
+    piece = PIECES[name]
+    found = _chapter_pieces(str(Path(folder or Path.cwd()).resolve() / f"{piece.chapter}.ipynb")).get(name)
+    return found if found is not None else piece.reference
+
+
+@functools.cache
+def _chapter_pieces(path: str) -> dict:
+    """{piece: the learner's version, where built} of one workbook chapter: its imports, then its pieces' cells in
+    order, each checked (quietly) before the next runs, so a later piece uses the earlier ones as `check` gives them."""
+    from tinytorch.checks import MILESTONE, evaluate
+
+    if not Path(path).is_file():
+        return {}
+    nb = nbformat.read(path, as_version=4)
+    cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    namespace: dict = {"__name__": f"yours_{Path(path).stem}"}
+    imports = []
+    for cell in cells:
+        source = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.source.split("\n"))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        imports += [ast.get_source_segment(source, n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    built = {}
+    try:
+        exec("\n".join(s for s in imports if s), namespace)
+    except Exception:  # an import that fails here fails in the chapter too, where the learner sees it
+        return {}
+    for cell in cells:  # in the book, the package's own code; in a workbook these cells are imports
+        if any(
+            _DIRECTIVE.match(line) and _DIRECTIVE.match(line).group(1) in _EXPORTS for line in cell.source.split("\n")
+        ):
+            try:
+                exec(compile(cell.source, f"{Path(path).name} (export)", "exec"), namespace)
+            except Exception:
+                return {}
+    for cell in cells:
+        name = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if name not in PIECES or name.startswith(("my_", MILESTONE)) or not cell.metadata["nbgrader"].get("solution"):
+            continue
+        try:
+            exec(compile(cell.source, f"{Path(path).name} ({name})", "exec"), namespace)
+        except Exception:
+            continue
+        if name in namespace and evaluate(name, namespace[name]).status == "built":
+            built[name] = namespace[name]
+        else:
+            namespace[name] = PIECES[name].reference  # what the chapter's check cell gives the cells after it
+    return built
 
 
 class WorkbookError(ValueError):

@@ -2,6 +2,7 @@
 
 import copy
 import functools
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tinytorch.checks import add_hints, piece
+from tinytorch.checks import MILESTONE, add_hints, piece
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
@@ -360,6 +361,45 @@ def _same_history(a: list[dict], b: list[dict]) -> bool:
     return all(_close(x[k], y[k]) for x, y in zip(a, b, strict=True) for k in ("train", "val"))
 
 
+_MILESTONE_RUN = dict(max_steps=200, batch_size=16, lr=3e-3, min_lr=3e-4, warmup_steps=20, eval_interval=200)
+_MILESTONE_MARGIN = 0.05  # nats: two runs of the same recipe whose float rounding differs end about this close
+
+
+@piece(
+    f"{MILESTONE}shakespeare_run",
+    "06_training",
+    "milestone: your train_loop trains your GPT (chapter 05) on the plays as well as train trains tinytorch's",
+    _train_loop,
+)
+def _verify_milestone_shakespeare_run(train_loop: Callable) -> None:
+    from tinytorch.workbook import yours  # the learner's GPT, from the workbook's chapter 05
+
+    gpt_class = yours("GPT")
+    if inspect.unwrap(train_loop) is _train_loop or gpt_class is GPT:
+        raise NotImplementedError("the milestone waits for your train_loop and your GPT (chapter 05)")
+    _, train_ids, val_ids, config = _chapter06_data()
+    cfg = TrainConfig(**_MILESTONE_RUN, eval_batches=4)
+    torch.manual_seed(0)
+    history = train_loop(gpt_class(config), train_ids, val_ids, cfg)
+    if not isinstance(history, list) or not history or "val" not in history[-1]:
+        raise Wrong("train_loop must return its history, the evaluations as {'step', 'train', 'val'} dicts")
+    want = _milestone_reference(cfg)
+    got = _number(history[-1]["val"], "your run's last val loss")
+    if not abs(got - want) <= _MILESTONE_MARGIN:
+        raise Wrong(
+            f"after {cfg.max_steps} steps of chapter 06's recipe your GPT reached a val loss of {_num(got, 4)}, "
+            f"tinytorch's {_num(want, 4)} with train: more than {_MILESTONE_MARGIN} apart"
+        )
+
+
+@functools.cache
+def _milestone_reference(cfg: TrainConfig) -> float:
+    """The last val loss of train on tinytorch's GPT with the milestone's recipe (one run per process)."""
+    _, train_ids, val_ids, config = _chapter06_data()
+    torch.manual_seed(0)
+    return train(GPT(config), None, train_ids, val_ids, cfg, progress=False)[-1]["val"]
+
+
 _PLAYS_VOCAB = GPTConfig.from_preset("shakespeare").vocab_size  # V = 76 characters in chapter 06's plays
 _SHORT_RUN = {"steps": 40, "warmup_steps": 20}  # as exercise 1 of chapter 06 asks
 
@@ -553,6 +593,12 @@ add_hints(
             "with fixed_batches (seeds cfg.seed + 1 and + 2) before the loop; at each step set every param group's "
             "rate with lr_at, draw a batch with random_windows, take your step, and after every eval_interval-th "
             "step (counted from 1) and the last, append the step and both mean losses from evaluate_loss.",
+        ),
+        "milestone_shakespeare_run": (
+            "Nothing new to write: this milestone trains your GPT of chapter 05 with your train_loop on the chapter's "
+            "recipe and compares its validation loss with train's on tinytorch's GPT. If both are built, it passes.",
+            "If it reads wrong, run your loop next to train as the chapter does, and your GPT's check in chapter 05: "
+            "the numbers part where the mistake is.",
         ),
         "my_short_run": (
             "Write the chapter's hand-made loop for 40 steps, with the rate and clipping the arguments ask for, from a "
