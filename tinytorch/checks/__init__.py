@@ -12,6 +12,7 @@ registers its pieces when it is imported, so the chapters are imported at the en
 (PIECES keeps that order, and the progress table follows it).
 """
 
+import ast
 import copy
 import functools
 import inspect
@@ -20,6 +21,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +41,7 @@ __all__ = [
     "add_shortcuts",
     "check",
     "evaluate",
+    "from_notebook",
     "hint",
     "piece",
     "register",
@@ -268,6 +271,49 @@ def check(name: str, answer: Any) -> Callable:
         with open(report, "a", encoding="utf-8") as file:
             file.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
     return answer if result.status == "built" else PIECES[name].reference
+
+
+def _only_definitions(source: str) -> bool:
+    """Whether a cell only imports and defines (no call at its top level, so running it is quick and harmless)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # an IPython magic, or the learner's unfinished cell
+        return False
+    allowed = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return all(
+        isinstance(node, allowed) or (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
+        for node in tree.body
+    )
+
+
+def from_notebook(name: str, directory: str | Path = ".") -> Any:
+    """The learner's piece `name` as its chapter's notebook in `directory` defines it (e.g. GPT from 05_gpt.ipynb),
+    if its check reads built; else None (no such notebook, or the piece is not built there).
+
+    Runs the notebook's cells that only import and define, up to and including the piece's own cell: a later chapter
+    (and its milestone) can use the learner's earlier module without running the earlier chapter."""
+    if name not in PIECES:
+        raise ValueError(f"no piece named {name!r}; known pieces: {', '.join(PIECES)}")
+    path = Path(directory) / f"{PIECES[name].chapter}.ipynb"
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    namespace: dict[str, Any] = {"__name__": f"notebook_{PIECES[name].chapter}"}
+    for cell in cells:
+        source = "".join(cell.get("source", ""))
+        if cell.get("cell_type") != "code" or not _only_definitions(source):
+            continue
+        try:
+            exec(compile(source, str(path), "exec"), namespace)
+        except Exception:  # a cell that fails here fails in the learner's notebook too, where its message is
+            continue
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == name:
+            break  # the learner's cell: what follows may redefine the name (a check cell returns tinytorch's)
+    else:
+        return None
+    answer = namespace.get(name)
+    return answer if answer is not None and evaluate(name, answer).status == "built" else None
 
 
 # Importing a chapter registers its pieces, so the chapters come after the registry (E402) and are imported for that
