@@ -18,6 +18,7 @@ from torch import nn
 from tinytorch import checks
 from tinytorch.attention import causal_mask
 from tinytorch.checks import PIECES, Result, check, evaluate, register_exercise
+from tinytorch.generation import KVCache
 from tinytorch.gpt import next_token_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,16 @@ COURSE = {
         "train_loop",
         "milestone_shakespeare_run",
     ],
-    "07_generation": ["greedy_decode", "apply_temperature", "top_k_logits", "top_p_logits", "decode_step"],
+    "07_generation": [
+        "greedy_decode",
+        "apply_temperature",
+        "top_k_logits",
+        "top_p_logits",
+        "sample",
+        "decode_step",
+        "cached_sample",
+        "milestone_romeo_completion",
+    ],
 }
 
 
@@ -939,14 +949,12 @@ def test_a_milestone_waits_for_the_learners_module_and_reads_built_with_a_correc
 def test_the_training_milestone_waits_for_the_learners_loop_and_gpt_and_reads_built_with_the_books(monkeypatch):
     from tinytorch.checks import ch06_training
     from tinytorch.checks.ch06_training import _loop_with
-    from tinytorch.workbook import _chapter_pieces
 
     short = dict(max_steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_interval=40)
     monkeypatch.setattr(ch06_training, "_MILESTONE_RUN", short)  # the real one trains 300 steps, twice
 
     assert evaluate("milestone_shakespeare_run", _loop_with).status == "not yet"  # no workbook here: tinytorch's GPT
     monkeypatch.chdir(ROOT / "notebooks")  # the book's chapter 05: its GPT is a learner's, written out
-    _chapter_pieces.cache_clear()
     assert evaluate("milestone_shakespeare_run", PIECES["milestone_shakespeare_run"].reference).status == "not yet"
     assert evaluate("milestone_shakespeare_run", _loop_with) == Result("milestone_shakespeare_run", "built", "")
 
@@ -955,3 +963,248 @@ def test_the_training_milestone_waits_for_the_learners_loop_and_gpt_and_reads_bu
 
     result = evaluate("milestone_shakespeare_run", half_the_steps)
     assert result.status == "wrong" and "more than 0.05 apart" in result.message, result
+
+
+# the sampling loops of chapter 07 (sample, cached_sample), each mistake a change to the book's answer
+
+
+def teaching_top_k(logits, k):
+    values, positions = logits.topk(min(k, logits.size(-1)), dim=-1)
+    return torch.full_like(logits, float("-inf")).scatter(-1, positions, values)
+
+
+def teaching_top_p(logits, p):
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    sorted_logits = sorted_logits.masked_fill(probs.cumsum(dim=-1) - probs >= p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def choose_next(logits, temperature, top_k, top_p, generator, mistake=""):
+    """The book's choice of the next token (B, 1), or with one mistake."""
+    if mistake == "multiplied":
+        logits = logits * temperature
+    elif mistake not in ("no temperature", "temperature last"):
+        logits = logits / temperature
+    filters = [(top_k, teaching_top_k, "no top_k"), (top_p, teaching_top_p, "no top_p")]
+    if mistake == "top_p first":
+        filters.reverse()
+    for value, keep, skipped in filters:
+        if (value is not None or mistake == "filters on None") and mistake != skipped:
+            logits = keep(logits, value)
+    if mistake == "temperature last":
+        logits = logits / temperature
+    if mistake == "argmax":
+        return logits.argmax(dim=-1, keepdim=True)
+    if mistake == "from logits":
+        return torch.multinomial(logits, 1, generator=generator)
+    probs = logits.softmax(dim=0 if mistake == "softmax over the batch" else -1)
+    return torch.multinomial(probs, 1, generator=None if mistake == "no generator" else generator)
+
+
+def sampling_mistake(mistake):
+    """The book's sample (no cache) with one mistake."""
+
+    def sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        T = model.config.block_size
+        if mistake != "no eval":
+            model.eval()
+        with torch.set_grad_enabled(mistake == "gradients"):
+            for _ in range(max_new_tokens):
+                context = {"no crop": idx, "first block": idx[:, :T]}.get(mistake, idx[:, -T:])
+                logits = model(context)[:, 0 if mistake == "first position" else -1]
+                next_id = choose_next(logits, temperature, top_k, top_p, generator, mistake)
+                if mistake == "cat on dim 0":
+                    idx = torch.cat([idx, next_id], dim=0)
+                elif mistake == "new tokens only":
+                    idx = next_id if idx.size(1) == 0 else torch.cat([idx, next_id], dim=1)
+                else:
+                    idx = torch.cat([idx, next_id], dim=1)
+        return idx if mistake != "new tokens only" else idx[:, -max_new_tokens:]
+
+    sample.__name__ = "sample_" + mistake.replace(" ", "_")
+    return sample
+
+
+def cached_mistake(mistake):
+    """The book's cached_sample with one mistake."""
+
+    def cached_sample(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+        T = model.config.block_size
+        cache = KVCache(model.config, idx.size(0))
+        if mistake != "no eval":
+            model.eval()
+        with torch.no_grad():
+            for step in range(max_new_tokens):
+                if mistake == "whole text every step":
+                    logits = model(idx[:, -T:], cache)[:, -1]
+                elif mistake == "prefill without the cache" and step == 0:
+                    logits = model(idx[:, -T:])[:, -1]
+                elif (
+                    cache.length == 0
+                    and mistake != "prefill without the cache"
+                    or (idx.size(1) > T and mistake != "no refill")
+                ):
+                    cache.reset()
+                    logits = model(idx if mistake == "refill without crop" else idx[:, -T:], cache)[:, -1]
+                else:
+                    logits = model(idx[:, -1:], cache)[:, -1]
+                idx = torch.cat([idx, choose_next(logits, temperature, top_k, top_p, generator, mistake)], dim=1)
+        return idx
+
+    cached_sample.__name__ = "cached_sample_" + mistake.replace(" ", "_")
+    return cached_sample
+
+
+SAMPLING_MISTAKES = [
+    ("sample", sampling_mistake("no crop"), "crop the context to the last block_size tokens"),
+    ("sample", sampling_mistake("first block"), "crop to the last block_size tokens, idx[:, -block_size:]: the first"),
+    ("sample", sampling_mistake("first position"), "the next token comes from the logits of the last position"),
+    ("sample", sampling_mistake("argmax"), "the argmax is greedy decoding"),
+    ("sample", sampling_mistake("multiplied"), "divide the logits by the temperature, do not multiply"),
+    ("sample", sampling_mistake("no temperature"), "the temperature was not applied"),
+    ("sample", sampling_mistake("temperature last"), "divide by the temperature first, then top-k, then top-p"),
+    ("sample", sampling_mistake("top_p first"), "top-k first, then top-p"),
+    ("sample", sampling_mistake("no top_k"), "top_k was given but not applied"),
+    ("sample", sampling_mistake("no top_p"), "top_p was given but not applied"),
+    ("sample", sampling_mistake("filters on None"), "top_k=None and top_p=None mean no filter"),
+    ("sample", sampling_mistake("softmax over the batch"), "the softmax must run over the vocabulary, dim=-1"),
+    ("sample", sampling_mistake("from logits"), "torch.multinomial draws from probabilities"),
+    ("sample", sampling_mistake("no generator"), "pass the generator to torch.multinomial"),
+    ("sample", sampling_mistake("no eval"), "sample sampled with dropout on: switch the model to evaluation mode"),
+    ("sample", sampling_mistake("gradients"), "sample ran the model with gradients on"),
+    ("sample", sampling_mistake("cat on dim 0"), "append the new token to each row, along the time dimension"),
+    ("sample", sampling_mistake("new tokens only"), "return the prompt followed by the new tokens"),
+    ("cached_sample", sampling_mistake("uncached"), "every step fed the whole text from position 0"),
+    ("cached_sample", cached_mistake("no refill"), "once the text is longer than block_size the window slides"),
+    ("cached_sample", cached_mistake("refill without crop"), "refill the cache from the last block_size tokens only"),
+    ("cached_sample", cached_mistake("prefill without the cache"), "at step 1 the newest token went in at position 0"),
+    ("cached_sample", cached_mistake("whole text every step"), "step 1 fed 4 positions: with the cache, after the"),
+    ("cached_sample", cached_mistake("temperature last"), "divide by the temperature first, then top-k, then top-p"),
+    ("cached_sample", cached_mistake("argmax"), "the argmax is greedy decoding"),
+    ("cached_sample", cached_mistake("no generator"), "pass the generator to torch.multinomial"),
+    ("cached_sample", cached_mistake("no eval"), "cached_sample sampled with dropout on"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "message"), SAMPLING_MISTAKES, ids=[f"{name}-{a.__name__}" for name, a, _ in SAMPLING_MISTAKES]
+)
+def test_a_typical_mistake_in_a_sampling_loop_reads_wrong_and_names_the_fix(name, answer, message):
+    result = evaluate(name, answer)
+    assert result.status == "wrong" and message in result.message, result.message
+
+
+def test_the_sampling_loops_as_the_book_writes_them_read_built():
+    assert evaluate("sample", sampling_mistake("")) == Result("sample", "built", "")
+    assert evaluate("cached_sample", cached_mistake("")) == Result("cached_sample", "built", "")
+
+
+LEARNERS_GPT = '''class GPT(nn.Module):
+    """A GPT, as a module: token ids (B, T) -> next-token logits (B, T, V)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        ### BEGIN SOLUTION
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.embeddings.wte.weight
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        ### END SOLUTION
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        ### BEGIN SOLUTION
+        x = self.embeddings(idx)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+        ### END SOLUTION'''
+
+STUBBED_GPT = """class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        # YOUR CODE HERE
+        raise NotImplementedError("GPT.__init__: not written yet")"""
+
+CHAPTER_05_IMPORTS = """import math
+
+import torch
+from torch import nn
+
+from tinytorch.blocks import Block, LayerNorm
+from tinytorch.checks import check
+from tinytorch.config import GPTConfig
+from tinytorch.embeddings import Embeddings"""
+
+
+def chapter_05(folder, gpt_source):
+    """A chapter 05 notebook in `folder`: its imports, the learner's GPT cell, its check cell (which runs nothing)."""
+    import nbformat
+
+    gpt_cell = nbformat.v4.new_code_cell(gpt_source)
+    gpt_cell.metadata["nbgrader"] = {"grade_id": "GPT", "solution": True}
+    cells = [
+        nbformat.v4.new_code_cell(CHAPTER_05_IMPORTS),
+        gpt_cell,
+        nbformat.v4.new_code_cell('GPT = check("GPT", GPT)'),
+    ]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), folder / "05_gpt.ipynb")
+
+
+MILESTONE_07 = "milestone_romeo_completion"
+
+
+def test_from_notebook_gives_the_learners_built_piece_of_an_earlier_chapter_or_none(tmp_path):
+    assert checks.from_notebook("GPT", tmp_path) is None  # no chapter 05 here
+    chapter_05(tmp_path, STUBBED_GPT)
+    assert checks.from_notebook("GPT", tmp_path) is None  # not written yet
+    chapter_05(tmp_path, LEARNERS_GPT)
+    learners = checks.from_notebook("GPT", tmp_path)
+    assert learners.__name__ == "GPT" and learners.__module__ == "notebook_05_gpt"  # the notebook's, not tinytorch's
+    with pytest.raises(ValueError, match="no piece named 'Gpt'"):
+        checks.from_notebook("Gpt", tmp_path)
+
+
+def test_the_generation_milestone_waits_for_the_learners_gpt_and_sample(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    learners_sample = sampling_mistake("")
+    assert evaluate(MILESTONE_07, learners_sample).status == "not yet"  # no chapter 05 next to it
+    chapter_05(tmp_path, STUBBED_GPT)
+    assert evaluate(MILESTONE_07, learners_sample).status == "not yet"  # GPT not written yet
+    chapter_05(tmp_path, LEARNERS_GPT)
+    assert evaluate(MILESTONE_07, PIECES["sample"].reference).status == "not yet"  # tinytorch's sample
+    assert evaluate(MILESTONE_07, learners_sample) == Result(MILESTONE_07, "built", "")
+    result = evaluate(MILESTONE_07, sampling_mistake("no temperature"))
+    assert (
+        result.status == "wrong" and "your GPT and sample part from tinytorch complete at character" in result.message
+    )
+
+
+def test_the_milestones_text_is_what_tinytorch_complete_prints():
+    from tinytorch.checks.ch07_generation import _ROMEO
+    from tinytorch.generation import complete
+
+    command = [sys.executable, "-m", "tinytorch", "complete", _ROMEO["prompt"], "--seed", str(_ROMEO["seed"])]
+    command += ["--max-new-tokens", str(_ROMEO["max_new_tokens"]), "--device", "cpu", "--no-stream"]
+    printed = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert _ROMEO["temperature"] == 0.8  # the command's default
+    assert printed == complete(**_ROMEO) + "\n"
+
+
+def test_from_notebook_builds_the_learners_gpt_from_the_learners_earlier_modules():
+    gpt_class = checks.from_notebook("GPT", ROOT / "notebooks")  # the book's teaching versions, written out
+    model = gpt_class(checks.ch05_gpt._SMALL)
+    block = model.blocks[0]
+    assert type(block).__module__ == "notebook_04_blocks"  # chapter 05 imports Block: chapter 04's notebook gives it
+    assert type(block.attn).__module__ == "notebook_03_attention"  # and chapter 04 imports CausalSelfAttention
+    assert type(block.ln_1).__module__ == "notebook_04_blocks"

@@ -1,3 +1,4 @@
+import collections
 import os
 import subprocess
 import sys
@@ -311,13 +312,36 @@ def test_decoding_threads_apply_to_the_steps_only(model, two_threads, monkeypatc
     assert seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
 
 
-def test_busy_cores_is_zero_where_the_system_does_not_tell(monkeypatch):
-    def no_proc():
-        raise OSError("no /proc here")
+def no_proc():
+    raise OSError("no /proc here")
 
+
+def test_busy_cores_is_zero_where_the_system_does_not_tell(monkeypatch):
     monkeypatch.setattr(generation, "_cpu_ticks", no_proc)
+    monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil raises ImportError: not installed
+    monkeypatch.delattr(os, "getloadavg", raising=False)  # as on Windows
     monkeypatch.setattr(generation, "_last_reading", {})  # no earlier reading to reuse
     assert generation._busy_cores() == 0.0
+
+
+def test_busy_cores_without_proc_asks_psutil_then_the_load_average(monkeypatch):
+    monkeypatch.setattr(generation, "_cpu_ticks", no_proc)  # not Linux
+    cpu_times = collections.namedtuple("cpu_times", "user idle")
+    times = iter([cpu_times(10.0, 10.0), cpu_times(10.05, 10.05)])  # seconds of all cores: half of them busy
+
+    class FakePsutil:
+        @staticmethod
+        def cpu_times():
+            return next(times)
+
+    monkeypatch.setitem(sys.modules, "psutil", FakePsutil)
+    monkeypatch.setattr(generation, "_last_reading", {})
+    busy = generation._busy_cores()
+    assert busy <= (os.cpu_count() or 1) / 2 and busy > (os.cpu_count() or 1) / 2 - 1  # less this process's share
+    monkeypatch.setitem(sys.modules, "psutil", None)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.0, 2.0, 1.0), raising=False)
+    monkeypatch.setattr(generation, "_last_reading", {})
+    assert 2.0 < generation._busy_cores() <= 3.0  # the last minute's load, less this process's share
 
 
 def test_busy_cores_reuses_a_reading_for_a_second(monkeypatch):

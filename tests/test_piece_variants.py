@@ -16,6 +16,7 @@ from tinytorch.blocks import MLP, Block, LayerNorm
 from tinytorch.checks import Result, evaluate
 from tinytorch.checks import ch06_training as ch06_checks
 from tinytorch.embeddings import Embeddings
+from tinytorch.generation import KVCache, top_k_filter, top_p_filter
 from tinytorch.gpt import next_token_loss
 from tinytorch.training import fixed_batches, get_batch, make_optimizer
 
@@ -751,3 +752,146 @@ def test_an_equivalent_gpt_reads_built_and_passes_the_milestone():
 def test_a_typical_mistake_in_a_module_reads_wrong_and_names_it(name, answer, message):
     result = evaluate(name, answer)
     assert result.status == "wrong" and message in result.message, result.message
+
+
+# ------------------------------------------------------------------ 07 generation: the sampling loops
+
+
+def teaching_top_k(logits, k):
+    values, positions = logits.topk(min(k, logits.size(-1)), dim=-1)
+    return torch.full_like(logits, float("-inf")).scatter(-1, positions, values)
+
+
+def teaching_top_p(logits, p):
+    kept = torch.full_like(logits, float("-inf"))
+    for row, row_logits in enumerate(logits):  # the chapter's keep_nucleus, one row at a time
+        probs, mass = row_logits.softmax(dim=-1), 0.0
+        for i in probs.argsort(descending=True).tolist():
+            kept[row, i] = row_logits[i]
+            mass += probs[i].item()
+            if mass >= p:
+                break
+    return kept
+
+
+def filtered(logits, temperature, top_k, top_p):
+    logits = logits / temperature
+    if top_k is not None:
+        logits = teaching_top_k(logits, top_k)
+    if top_p is not None:
+        logits = teaching_top_p(logits, top_p)
+    return logits
+
+
+def sample_as_the_book(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+    T = model.config.block_size
+    model.eval()
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            logits = filtered(model(idx[:, -T:])[:, -1], temperature, top_k, top_p)
+            idx = torch.cat([idx, torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)], dim=1)
+    return idx
+
+
+@torch.inference_mode()
+def sample_with_library_filters_and_f_softmax(
+    model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None
+):
+    was_training = model.training
+    model.eval()
+    for _ in range(max_new_tokens):
+        logits = model(idx[:, -model.config.block_size :])[:, -1, :] / temperature
+        if top_k:
+            logits = top_k_filter(logits, top_k)
+        if top_p:
+            logits = top_p_filter(logits, top_p)
+        next_id = F.softmax(logits, dim=-1).multinomial(num_samples=1, generator=generator)
+        idx = torch.cat((idx, next_id), dim=-1)
+    model.train(was_training)
+    return idx
+
+
+def sample_with_manual_softmax_and_a_preallocated_tensor(
+    model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None
+):
+    B, T0 = idx.shape
+    out = torch.empty(B, T0 + max_new_tokens, dtype=idx.dtype)
+    out[:, :T0] = idx
+    model.eval()
+    with torch.no_grad():
+        for t in range(T0, T0 + max_new_tokens):
+            logits = filtered(model(out[:, max(0, t - model.config.block_size) : t])[:, -1], temperature, top_k, top_p)
+            weights = torch.exp(logits - logits.max(dim=-1, keepdim=True).values)
+            out[:, t] = torch.multinomial(weights / weights.sum(dim=-1, keepdim=True), 1, generator=generator)[:, 0]
+    return out
+
+
+def sample_drawing_row_by_row(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+    model.eval()
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            probs = filtered(model(idx[:, -model.config.block_size :])[:, -1], temperature, top_k, top_p).softmax(-1)
+            rows = [torch.multinomial(row, 1, replacement=True, generator=generator) for row in probs]
+            idx = torch.cat([idx, torch.stack(rows)], dim=1)
+    return idx
+
+
+def cached_sample_as_the_book(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None):
+    T = model.config.block_size
+    cache = KVCache(model.config, idx.size(0), idx.device)
+    model.eval()
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            if cache.length == 0 or idx.size(1) > T:
+                cache.reset()
+                logits = decode_step(model, idx[:, -T:], cache)
+            else:
+                logits = decode_step(model, idx[:, -1:], cache)
+            logits = filtered(logits, temperature, top_k, top_p)
+            idx = torch.cat([idx, torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)], dim=1)
+    return idx
+
+
+def decode_step(model, new_ids, cache):
+    x = model.embeddings(new_ids, start_pos=cache.length)
+    for block, layer_cache in zip(model.blocks, cache.layers, strict=True):
+        x = block(x, layer_cache)
+    return model.lm_head(model.ln_f(x))[:, -1]
+
+
+@torch.no_grad()
+def cached_sample_with_the_model_and_a_new_cache_to_refill(
+    model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None
+):
+    T = model.config.block_size
+    model.eval()
+    new_ids, cache = idx[:, -T:], KVCache(model.config, idx.size(0))
+    for _ in range(max_new_tokens):
+        logits = model(new_ids, cache)[:, -1]  # GPT.forward with the cache: the same as decode_step
+        next_id = torch.multinomial(
+            F.softmax(filtered(logits, temperature, top_k, top_p), dim=-1), 1, generator=generator
+        )
+        idx = torch.cat([idx, next_id], dim=1)
+        if cache.length == T:  # full: a new cache for the window that slid
+            new_ids, cache = idx[:, -T:], KVCache(model.config, idx.size(0))
+        else:
+            new_ids = next_id
+    return idx
+
+
+SAMPLING_VARIANTS = [
+    ("sample", sample_as_the_book),
+    ("sample", sample_with_library_filters_and_f_softmax),
+    ("sample", sample_with_manual_softmax_and_a_preallocated_tensor),
+    ("sample", sample_drawing_row_by_row),
+    ("cached_sample", cached_sample_as_the_book),
+    ("cached_sample", cached_sample_with_the_model_and_a_new_cache_to_refill),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer"), SAMPLING_VARIANTS, ids=[answer.__name__ for _, answer in SAMPLING_VARIANTS]
+)
+def test_an_equivalent_sampling_loop_reads_built(name, answer):
+    result = evaluate(name, answer)
+    assert (result.status, result.message) == ("built", ""), result.message

@@ -89,12 +89,31 @@ def test_prose_figures_and_demo_cells_stay_as_in_the_book(workbook):
             original = book.get(cell.id)
             if original is None or is_solution(original) or is_export(original) or cell.source.startswith(CLEARED):
                 continue  # the intro cell, the learner's cells, the export cells (now imports), the cleared cells
+            source = cell.source.split(YOURS)[0]  # the learner's earlier modules, in place of tinytorch's: below
             if "from tinytorch.checks import check" in original.source:
                 original = copy.deepcopy(original)
                 original.source = original.source.replace("import check", f"import check, hint{HINT_NOTE}")
-            assert cell.source == original.source, f"{book_path.stem}: {cell.source[:60]!r}"
+            assert source == original.source, f"{book_path.stem}: {cell.source[:60]!r}"
             if not re.search(r"\bcheck\(", cell.source):
                 assert cell.get("outputs", []) == original.get("outputs", []), f"{book_path.stem}: {cell.source[:60]!r}"
+
+
+YOURS = "\n\n# Your modules of earlier chapters"
+
+
+def test_a_chapter_runs_on_the_learners_earlier_modules_where_it_imports_them(workbook):
+    lines = {}
+    for chapter, path in workbook.items():
+        for cell in nbformat.read(path, 4).cells:
+            if YOURS in cell.source:
+                lines.setdefault(chapter, set()).update(x for x in cell.source.split("\n") if "= from_notebook(" in x)
+    assert lines["05_gpt"] == {
+        'Block = from_notebook("Block") or Block',
+        'LayerNorm = from_notebook("LayerNorm") or LayerNorm',
+    }
+    gpt = 'GPT = from_notebook("GPT") or GPT'
+    assert gpt in lines["06_training"] and gpt in lines["07_generation"]
+    assert "03_attention" not in lines and "02_embeddings" not in lines  # nothing earlier to take
 
 
 CLEARED = "# Run this cell once your "

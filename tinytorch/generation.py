@@ -183,23 +183,51 @@ def _cpu_ticks() -> tuple[int, int, int]:
     return sum(ticks), ticks[3] + ticks[4], int(fields[11]) + int(fields[12])  # idle + iowait; utime + stime
 
 
+def _busy_from_proc(interval: float) -> float:
+    """Cores other programs used over `interval` seconds, from /proc (Linux): exact, and without this process."""
+    first = _cpu_ticks()
+    time.sleep(interval)
+    total, idle, own = (b - a for a, b in zip(first, _cpu_ticks(), strict=True))
+    return (os.cpu_count() or 1) * (total - idle - own) / total if total > 0 else 0.0
+
+
+def _busy_from_psutil(interval: float) -> float:
+    """The same measure from psutil's CPU times (macOS, Windows, the BSDs), where psutil is installed."""
+    import psutil  # an ImportError where it is not: the next way is tried
+
+    first, own, start = psutil.cpu_times(), time.process_time(), time.monotonic()
+    time.sleep(interval)
+    second, own, wall = psutil.cpu_times(), time.process_time() - own, time.monotonic() - start
+    total = sum(second) - sum(first)
+    idle = sum(getattr(second, f, 0.0) - getattr(first, f, 0.0) for f in ("idle", "iowait"))
+    return max(0.0, (os.cpu_count() or 1) * (total - idle) / total - own / wall) if total > 0 else 0.0
+
+
+def _busy_from_load(interval: float) -> float:
+    """A rougher measure where only the load average is known (Unix): its last minute, less this process's share."""
+    load = os.getloadavg()[0]  # an AttributeError where the system has none (Windows)
+    own, start = time.process_time(), time.monotonic()
+    time.sleep(interval)
+    return max(0.0, load - (time.process_time() - own) / (time.monotonic() - start))
+
+
 _last_reading: dict[str, float] = {}  # the last measurement of _busy_cores: {"at": monotonic seconds, "cores": ...}
 
 
 def _busy_cores(interval: float = 0.05) -> float:
-    """How many cores *other* programs keep busy right now (Linux); 0.0 where the system does not tell.
-
-    A reading less than a second old is reused, so that many short generations do not each wait `interval`."""
+    """How many cores *other* programs keep busy right now: from /proc, psutil or the load average, the first that
+    the system gives; 0.0 where none does. A reading less than a second old is reused, so that many short
+    generations do not each wait `interval`."""
     if time.monotonic() - _last_reading.get("at", -math.inf) < 1.0:
         return _last_reading["cores"]
-    try:
-        first = _cpu_ticks()
-        time.sleep(interval)
-        second = _cpu_ticks()
-    except (OSError, ValueError, IndexError):
+    for reading in (_busy_from_proc, _busy_from_psutil, _busy_from_load):
+        try:
+            cores = reading(interval)
+            break
+        except (OSError, ValueError, IndexError, ImportError, AttributeError):
+            continue
+    else:
         return 0.0
-    total, idle, own = (b - a for a, b in zip(first, second, strict=True))
-    cores = (os.cpu_count() or 1) * (total - idle - own) / total if total > 0 else 0.0
     _last_reading.update(at=time.monotonic(), cores=cores)
     return cores
 
@@ -254,7 +282,7 @@ def stream_tokens(
         for _ in range(max_new_tokens):
             torch.set_num_threads(step_threads)  # the caller gets its own threads back at each yield
             if cache is None:
-                logits = model(idx[:, -T:], last_only=True)[:, -1]  # (B, V): the whole window, every step
+                logits = model(idx[:, -T:])[:, -1]  # (B, V): the whole window, every step (any GPT: yours too)
             elif cache.length == 0 or idx.size(1) > T:
                 cache.reset()
                 logits = model(idx[:, -T:], cache, last_only=True)[:, -1]  # (B, V): fill the cache from the window

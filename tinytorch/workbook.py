@@ -3,7 +3,6 @@
 
 import ast
 import copy
-import functools
 import json
 import multiprocessing
 import os
@@ -19,7 +18,7 @@ import nbformat
 
 import tinytorch
 from tinytorch.checkpoint import atomic_write
-from tinytorch.checks import PIECES, Result
+from tinytorch.checks import PIECES, Result, _imported_pieces
 
 __all__ = [
     "BOOK",
@@ -32,7 +31,6 @@ __all__ = [
     "make_workbook",
     "run_checks",
     "stubs",
-    "yours",
 ]
 
 BOOK = Path(tinytorch.__file__).resolve().parent.parent / "notebooks"  # the book, in a clone of the course
@@ -51,62 +49,10 @@ _CHAPTER = re.compile(r"\d+[a-z]?_\w+")  # 03_attention, 02b_subwords; not 03_at
 _CLEARED = "# Run this cell once your "  # the first line of a cell whose output the workbook cleared
 _CHECKS_IMPORT = re.compile(r"^from tinytorch\.checks import check$", re.MULTILINE)
 _CHECKS_IMPORT_WITH_HINT = 'from tinytorch.checks import check, hint  # stuck on a piece? hint("its name")'
-
-
-def yours(name: str, folder: str | Path | None = None):
-    """The learner's version of an earlier chapter's piece (`GPT`, `Block`, ...) where it is built in the workbook
-    chapter in `folder` (default: the current folder, where a workbook's kernel runs), else tinytorch's. The milestones
-    use it: chapter 06 trains your GPT with your loop, chapter 07 samples from it."""
-    piece = PIECES[name]
-    found = _chapter_pieces(str(Path(folder or Path.cwd()).resolve() / f"{piece.chapter}.ipynb")).get(name)
-    return found if found is not None else piece.reference
-
-
-@functools.cache
-def _chapter_pieces(path: str) -> dict:
-    """{piece: the learner's version, where built} of one workbook chapter: its imports, then its pieces' cells in
-    order, each checked (quietly) before the next runs, so a later piece uses the earlier ones as `check` gives them."""
-    from tinytorch.checks import MILESTONE, evaluate
-
-    if not Path(path).is_file():
-        return {}
-    nb = nbformat.read(path, as_version=4)
-    cells = [cell for cell in nb.cells if cell.cell_type == "code"]
-    namespace: dict = {"__name__": f"yours_{Path(path).stem}"}
-    imports = []
-    for cell in cells:
-        source = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in cell.source.split("\n"))
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
-        imports += [ast.get_source_segment(source, n) for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
-    built = {}
-    try:
-        exec("\n".join(s for s in imports if s), namespace)
-    except Exception:  # an import that fails here fails in the chapter too, where the learner sees it
-        return {}
-    for cell in cells:  # in the book, the package's own code; in a workbook these cells are imports
-        if any(
-            _DIRECTIVE.match(line) and _DIRECTIVE.match(line).group(1) in _EXPORTS for line in cell.source.split("\n")
-        ):
-            try:
-                exec(compile(cell.source, f"{Path(path).name} (export)", "exec"), namespace)
-            except Exception:
-                return {}
-    for cell in cells:
-        name = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if name not in PIECES or name.startswith(("my_", MILESTONE)) or not cell.metadata["nbgrader"].get("solution"):
-            continue
-        try:
-            exec(compile(cell.source, f"{Path(path).name} ({name})", "exec"), namespace)
-        except Exception:
-            continue
-        if name in namespace and evaluate(name, namespace[name]).status == "built":
-            built[name] = namespace[name]
-        else:
-            namespace[name] = PIECES[name].reference  # what the chapter's check cell gives the cells after it
-    return built
+_YOURS = (  # the lines after a chapter's imports that put the learner's earlier modules in place of tinytorch's
+    "# Your modules of earlier chapters, where their notebooks next to this one have them built (tinytorch's until\n"
+    "# then): this chapter runs on them.\nfrom tinytorch.checks import from_notebook"
+)
 
 
 class WorkbookError(ValueError):
@@ -220,6 +166,15 @@ def _stub_regions(source: str, where: str) -> tuple[str, list[str]]:
     return "\n".join(kept), names
 
 
+def _export_target(source: str) -> str | None:
+    """The module an export cell names itself (`#| export data` -> "data"), or None for the notebook's default."""
+    for line in source.split("\n"):
+        match = re.match(r"^\s*#\|\s*(?:export|exports|exporti)\s+([\w.]+)\s*$", line)
+        if match:
+            return match.group(1)
+    return None
+
+
 def _directives(source: str) -> list[str]:
     """nbdev's directives at the top of a cell: `#| export` -> ["export"]."""
     found = []
@@ -316,7 +271,7 @@ def _workbook_chapter(nb: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
         if any(d in _EXPORTS for d in _directives(source)):
             if has_region:
                 raise WorkbookError(f"{where}: a solution region in an #| export cell; mark a teaching copy instead")
-            source = _export_as_import(source, module, stem, where)
+            source = _export_as_import(source, _export_target(source) or module, stem, where)
         elif has_region:
             if not cell.metadata.get("nbgrader", {}).get("solution"):
                 raise WorkbookError(
@@ -337,6 +292,9 @@ def _workbook_chapter(nb: nbformat.NotebookNode, stem: str) -> nbformat.Notebook
             source = f"{_CLEARED}{pieces} built: its output is then yours.\n{source}"
             cell.outputs = []
         source = _CHECKS_IMPORT.sub(_CHECKS_IMPORT_WITH_HINT, source)
+        earlier = [] if has_region else _imported_pieces(source, stem)
+        if earlier:  # imports of earlier chapters' modules: the learner's replace tinytorch's where built
+            source += "\n\n" + _YOURS + "".join(f'\n{n} = from_notebook("{n}") or {n}' for n in earlier)
         cell.source = source
         if has_region or _CHECK_CALL.search(source):
             cell.outputs = []  # the answer's outputs, and the check's verdict on it

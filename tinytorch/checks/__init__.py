@@ -12,6 +12,7 @@ registers its pieces when it is imported, so the chapters are imported at the en
 (PIECES keeps that order, and the progress table follows it).
 """
 
+import ast
 import copy
 import functools
 import inspect
@@ -20,6 +21,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +41,7 @@ __all__ = [
     "add_shortcuts",
     "check",
     "evaluate",
+    "from_notebook",
     "hint",
     "piece",
     "register",
@@ -268,6 +271,82 @@ def check(name: str, answer: Any) -> Callable:
         with open(report, "a", encoding="utf-8") as file:
             file.write(json.dumps(asdict(result), ensure_ascii=False) + "\n")
     return answer if result.status == "built" else PIECES[name].reference
+
+
+def from_notebook(name: str, directory: str | Path = ".") -> Any:
+    """The learner's piece `name` as its chapter's notebook in `directory` defines it (e.g. GPT from 05_gpt.ipynb),
+    if its check reads built; else None (no such notebook, or the piece is not built there).
+
+    Runs the notebook's cells that only import and define, up to and including the piece's own cell: a later chapter
+    (and its milestone) can use the learner's earlier module without running the earlier chapter. An earlier
+    chapter's piece that the notebook imports from tinytorch (chapter 05's `Block`) is the learner's where it is built
+    in its own notebook, so your GPT is made of your blocks, made of your attention."""
+    if name not in PIECES:
+        raise ValueError(f"no piece named {name!r}; known pieces: {', '.join(PIECES)}")
+    path = (Path(directory) / f"{PIECES[name].chapter}.ipynb").resolve()
+    try:
+        return _from_notebook(name, str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _from_notebook(name: str, path: str, mtime: int) -> Any:
+    """from_notebook, once per version of the notebook file (`mtime`)."""
+    try:
+        cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return None
+    chapter = PIECES[name].chapter
+    namespace: dict[str, Any] = {"__name__": f"notebook_{chapter}"}
+    for cell in cells:  # first every cell's imports, with the learner's earlier modules in place of tinytorch's
+        for statement in _top_level(cell, (ast.Import, ast.ImportFrom)):
+            try:
+                exec(compile(statement, path, "exec"), namespace)
+            except Exception:  # an import that fails here fails in the learner's notebook too, where they see it
+                continue
+            for other in _imported_pieces(statement, chapter):
+                namespace[other] = from_notebook(other, Path(path).parent) or namespace[other]
+    for cell in cells:  # then every function and class, in order, up to the piece's own cell (not the cells' code)
+        for statement in _top_level(cell, (ast.FunctionDef, ast.ClassDef)):
+            try:
+                exec(compile(statement, path, "exec"), namespace)
+            except Exception:
+                continue
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == name:
+            break  # the learner's cell: what follows may redefine the name (a check cell returns tinytorch's)
+    else:
+        return None
+    answer = namespace.get(name)
+    return answer if answer is not None and evaluate(name, answer).status == "built" else None
+
+
+def _top_level(cell: dict, kinds: tuple[type, ...]) -> list[str]:
+    """The top-level statements of these kinds in a code cell, as source (none if it does not parse: a magic)."""
+    source = "".join(cell.get("source", "")) if cell.get("cell_type") == "code" else ""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    lines = source.split("\n")
+    return [
+        "\n".join(
+            lines[min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))]) - 1 : node.end_lineno]
+        )
+        for node in tree.body
+        if isinstance(node, kinds)
+    ]
+
+
+def _imported_pieces(source: str, chapter: str) -> list[str]:
+    """The pieces of chapters before `chapter` that a cell imports from tinytorch by their own name (`Block`)."""
+    names = [
+        alias.asname or alias.name
+        for node in ast.parse(source).body
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tinytorch")
+        for alias in node.names
+    ]
+    return [n for n in names if n in PIECES and PIECES[n].chapter < chapter and not n.startswith(("my_", MILESTONE))]
 
 
 # Importing a chapter registers its pieces, so the chapters come after the registry (E402) and are imported for that

@@ -1,19 +1,23 @@
 """The checks of notebooks/07_generation.ipynb: a reference and a verify function per piece and exercise."""
 
+import contextlib
 import copy
+import functools
+import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from tinytorch.attention import attention_weights
-from tinytorch.checks import add_hints, piece
-from tinytorch.checks.ch05_gpt import _GPT2_TEXT
+from tinytorch.checks import MILESTONE, add_hints, piece
+from tinytorch.checks.ch05_gpt import _GPT2_TEXT, GPT_PARTS, _learners_gpt
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
     _compare,
+    _generator,
     _gpt,
     _number,
     _position,
@@ -21,6 +25,7 @@ from tinytorch.checks.helpers import (
     _randn,
     _same,
     _shape,
+    _with_reference_weights,
 )
 from tinytorch.config import GPTConfig
 from tinytorch.generation import KVCache, generate, top_k_filter, top_p_filter
@@ -149,6 +154,232 @@ def _verify_top_p_logits(top_p_logits: Callable) -> None:
     _compare(top_p_logits(logits.clone(), 0.9), top_p_filter(logits, 0.9))
 
 
+def _sample(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The prompt idx (B, T) followed by max_new_tokens sampled tokens, (B, T + max_new_tokens), without a cache."""
+    knobs = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    return generate(model, idx, max_new_tokens, use_cache=False, **knobs)
+
+
+def _cached_sample(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The tokens of _sample, computed with a KV cache: (B, T + max_new_tokens)."""
+    knobs = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    return generate(model, idx, max_new_tokens, use_cache=True, **knobs)
+
+
+def _sampling_with(
+    model: GPT,
+    idx: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generator: torch.Generator | None,
+    mistake: str = "",
+) -> torch.Tensor:
+    """The uncached sampling loop, right, or with one typical `mistake` (a key of _SAMPLING_MISTAKES)."""
+    T = model.config.block_size
+    filters = [(top_k, top_k_filter, "top_k"), (top_p, top_p_filter, "top_p")]
+    if mistake == "top_p first":
+        filters.reverse()
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            context = idx[:, :T] if mistake == "first block" else idx[:, -T:]
+            logits = model(context)[:, 0 if mistake == "first position" else -1]  # (B, V)
+            if mistake == "multiplied":
+                logits = logits * temperature
+            elif mistake not in ("no temperature", "temperature last"):
+                logits = logits / temperature
+            for value, keep, knob in filters:
+                if value is not None and mistake != f"no {knob}":
+                    logits = keep(logits, value)
+            if mistake == "temperature last":
+                logits = logits / temperature
+            if mistake == "argmax":
+                next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                probs = logits.softmax(dim=0 if mistake == "softmax over the batch" else -1)  # (B, V)
+                next_id = torch.multinomial(probs, 1, generator=None if mistake == "global" else generator)
+            idx = torch.cat([idx, next_id], dim=1)  # (B, t + 1)
+    return idx
+
+
+_SAMPLING_MISTAKES = {  # mistake -> what to fix, in the chapter's words
+    "first position": "the next token comes from the logits of the last position, logits[:, -1]",
+    "first block": "crop to the last block_size tokens, idx[:, -block_size:]: the first ones are the oldest",
+    "argmax": "sampling draws the next token at random from the probabilities, torch.multinomial(probs, 1, "
+    "generator=generator); the argmax is greedy decoding",
+    "multiplied": "divide the logits by the temperature, do not multiply (apply_temperature)",
+    "temperature last": "divide by the temperature first, then top-k, then top-p: the temperature changes which "
+    "tokens make the nucleus of mass p (generate's order, and Hugging Face's)",
+    "no temperature": "the temperature was not applied: divide the logits by it, before top-k and top-p",
+    "top_p first": "top-k first, then top-p, in generate's order: the nucleus is taken from the k tokens that stay",
+    "no top_k": "top_k was given but not applied: keep the top_k largest logits (top_k_logits) when it is not None",
+    "no top_p": "top_p was given but not applied: keep the nucleus (top_p_logits) when it is not None",
+    "softmax over the batch": "the softmax must run over the vocabulary, dim=-1, so that each row sums to 1",
+    "global": "pass the generator to torch.multinomial (generator=generator): the draws must come from it, so that "
+    "the same seed writes the same text, and the global random state stays untouched",
+}
+
+
+def _record_call(calls: list, module: torch.nn.Module, args: tuple) -> None:
+    """A forward pre-hook: note whether gradients are on and the module is in training mode."""
+    calls.append((torch.is_grad_enabled(), module.training))
+
+
+_GLOBAL_SEED = 4242  # seeds the global generator before each call, to recognize draws that ignore `generator`
+
+
+def _same_tokens(out: torch.Tensor, other: torch.Tensor | None) -> bool:
+    return other is not None and torch.equal(out, other)
+
+
+def _knobs(temperature: float, top_k: int | None, top_p: float | None) -> str:
+    return f"temperature={temperature}, top_k={top_k}, top_p={top_p}"
+
+
+def _sampling_error(error: Exception, name: str) -> Wrong | None:
+    """The Wrong for an error a typical sampling mistake raises, or None."""
+    text = str(error)
+    if isinstance(error, ValueError) and "block_size" in text:
+        if "cached" in text:
+            return Wrong(
+                "the text grew past block_size with the cache full: once it is longer than block_size the window "
+                "slides and every position moves, so reset the cache and refill it from the last block_size tokens"
+            )
+        return Wrong("crop the context to the last block_size tokens: idx[:, -block_size:]")
+    if isinstance(error, RuntimeError) and ("probability tensor" in text or "multinomial" in text):
+        return Wrong(
+            "torch.multinomial draws from probabilities (each row >= 0, adding up to 1), not from logits: softmax "
+            "the filtered logits over the vocabulary (dim=-1), then draw"
+        )
+    if isinstance(error, RuntimeError) and ("Sizes of tensors must match" in text or "same number of dim" in text):
+        return Wrong(
+            "append the new token to each row, along the time dimension: torch.cat([idx, next_id], dim=1) with "
+            "next_id of shape (B, 1)"
+        )
+    if isinstance(error, TypeError) and "NoneType" in text:
+        return Wrong(f"top_k=None and top_p=None mean no filter: in {name}, apply each filter only when it is given")
+    return None
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run tiny models on one CPU thread: many short forward passes, which threads only slow down (many times over
+    when other programs keep the cores busy)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check_sampling_loop(answer: Callable, name: str, expected: Callable, seed: int) -> None:
+    """Compare `answer` with generate (the same seed, the same tokens) on small random GPTs, naming typical mistakes."""
+    model = _gpt(seed=seed)  # block_size 8
+    cases = [  # temperature, top_k, top_p, prompt (B, T), new tokens: all of them pass block_size
+        (1.0, None, None, _randint(11, (2, 3), seed=seed + 1), 10),
+        (0.7, 4, None, _randint(11, (2, 3), seed=seed + 2), 10),
+        (1.3, None, 0.8, _randint(11, (3, 5), seed=seed + 3), 10),
+        (1.0, 3, 0.6, _randint(11, (2, 4), seed=seed + 4), 8),  # the order of the filters alone
+        (0.6, 5, 0.9, _randint(11, (2, 10), seed=seed + 5), 6),  # a prompt longer than block_size
+    ]
+    outs, raised = [], None  # the learner's tokens for each case; the Wrong for an error it raised
+    for number, (temperature, top_k, top_p, idx, new) in enumerate(cases):
+        B, T0 = idx.shape
+        calls = []  # (grad enabled, training) at each call of the model
+        given = copy.deepcopy(model)
+        given.register_forward_pre_hook(functools.partial(_record_call, calls))
+        torch.manual_seed(_GLOBAL_SEED)  # evaluate restores the global random state afterwards
+        knobs = dict(temperature=temperature, top_k=top_k, top_p=top_p, generator=_generator(seed + 10 + number))
+        try:
+            out = answer(given, idx.clone(), new, **knobs)
+        except (ValueError, RuntimeError, TypeError) as error:
+            raised = _sampling_error(error, name)
+            if raised is None:
+                raise
+            break  # the cases before may show the mistake better than its error does
+        wrong_shapes = {
+            (B, new): "return the prompt followed by the new tokens, (B, T + max_new_tokens): torch.cat([idx, ...], "
+            "dim=1) at each step"
+        }
+        outs.append(_shape(out, (B, T0 + new), "(B, T + max_new_tokens)", mistakes=wrong_shapes))
+        if any(grad for grad, _ in calls):
+            raise Wrong(
+                f"{name} ran the model with gradients on: sampling needs none, so run the loop under "
+                "torch.no_grad() (or decorate the function with it); otherwise every step keeps a graph for nothing"
+            )
+        if not torch.equal(out[:, :T0], idx):
+            raise Wrong("the result must start with the prompt idx, followed by the new tokens")
+
+    def run(number: int, mistake: str | None) -> torch.Tensor:
+        temperature, top_k, top_p, idx, new = cases[number]
+        generator = _generator(seed + 10 + number)
+        if mistake is None:
+            return expected(copy.deepcopy(model), idx, new, temperature, top_k, top_p, generator)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_GLOBAL_SEED)
+            try:
+                return _sampling_with(model, idx, new, temperature, top_k, top_p, generator, mistake)
+            except RuntimeError:  # this mistake cannot even draw here (NaN probabilities): it is not the learner's
+                return None
+
+    failed = [number for number, out in enumerate(outs) if not torch.equal(out, run(number, None))]
+    if raised is not None and not failed:
+        raise raised
+    if failed:
+        first = failed[0]
+        knobs = _knobs(*cases[first][:3])
+        explains = [m for m in _SAMPLING_MISTAKES if _same_tokens(outs[first], run(first, m))]
+        everywhere = [m for m in explains if all(_same_tokens(outs[n], run(n, m)) for n in failed[1:])]
+        if everywhere or explains:
+            raise Wrong(f"with {knobs}: {_SAMPLING_MISTAKES[(everywhere or explains)[0]]}")
+        out, want, T0 = outs[first], run(first, None), cases[first][3].size(1)
+        b, t = _position(int((out != want).flatten().nonzero()[0]), out.shape)
+        raise Wrong(
+            f"with {knobs} and a generator seeded with {seed + 10 + first}, new token {t - T0} of sequence {b} "
+            f"should be {int(want[b, t])}, got {int(out[b, t])}: follow generate's steps (the last position's "
+            "logits, the temperature, top-k, top-p, softmax, torch.multinomial with the generator), so that the same "
+            "seed writes the same text"
+        )
+    dropout = _gpt(seed=seed + 20, dropout=0.5).train()  # handed over in training mode, as after chapter 06
+    modes = []
+    dropout.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    idx = _randint(11, (2, 3), seed=seed + 21)
+    with torch.no_grad():
+        answer(dropout, idx, 4, temperature=1.0, generator=_generator(seed + 22))
+    if any(modes):
+        raise Wrong(
+            f"{name} sampled with dropout on: switch the model to evaluation mode (model.eval()) before the loop, as "
+            "generate does; a model fresh from training is in training mode"
+        )
+
+
+@piece("sample", "07_generation", "the sampling loop with temperature, top-k and top-p, without a cache", _sample)
+def _verify_sample(sample: Callable) -> None:
+    def expected(model, idx, new, temperature, top_k, top_p, generator):
+        return _sample(model, idx, new, temperature, top_k, top_p, generator)
+
+    with _one_thread():
+        _check_sampling_loop(sample, "sample", expected, seed=260)
+
+
 @piece(
     "decode_step", "07_generation", "one cached decoding step: only the new tokens go through the model", _decode_step
 )
@@ -184,6 +415,123 @@ def _verify_decode_step(decode_step: Callable) -> None:
             )
         out = _shape(decode_step(model, more.clone(), theirs), (2, 11), "(B, V): the logits of the last new position")
         _compare(out, _decode_step(model, more, ours))
+
+
+def _expected_feeds(prompt_length: int, new: int, block_size: int) -> list[tuple[int, int]]:
+    """(positions fed, position of the first) at each step of generate with the cache."""
+    feeds = [(min(prompt_length, block_size), 0)]  # the prompt fills the cache
+    for step in range(1, new):
+        length = prompt_length + step  # the text before this step's token
+        feeds.append((block_size, 0) if length > block_size else (1, length - 1))  # refill, or the newest token
+    return feeds
+
+
+def _verify_cached_sample(cached_sample: Callable) -> None:
+    """The feeds of the cached loop, then its tokens (see _check_sampling_loop)."""
+    model = _gpt(seed=270)  # block_size 8
+    idx = _randint(11, (2, 3), seed=271)  # (B, T): 3 + 9 new tokens pass block_size
+    fed = []  # (positions, first position) of every call of the embeddings
+    given = copy.deepcopy(model)
+
+    def record(module, args, kwargs):
+        fed.append((args[0].size(1), args[1] if len(args) > 1 else kwargs.get("start_pos", 0)))
+
+    given.embeddings.register_forward_pre_hook(record, with_kwargs=True)
+    error = None
+    try:
+        cached_sample(given, idx.clone(), 9, temperature=1.0, generator=_generator(272))
+    except (ValueError, RuntimeError, TypeError) as raised:  # the feeds so far may say why
+        error = raised
+    want = _expected_feeds(3, 9, 8)
+    if fed == [(min(3 + step, 8), 0) for step in range(9)]:
+        raise Wrong(
+            "every step fed the whole text from position 0: that is sample without the cache; feed the prompt once "
+            "into a KVCache, then only the newest token (decode_step does both)"
+        )
+    differ = [
+        (step, got, expected) for step, (got, expected) in enumerate(zip(fed, want, strict=False)) if got != expected
+    ]
+    if differ:
+        step, (got, start), (expected, position) = differ[0]
+        if expected == 1 and got > 1:
+            raise Wrong(
+                f"step {step} fed {got} positions: with the cache, after the first step only the newest token goes "
+                "in, idx[:, -1:]; the cache already holds the keys and values of the others"
+            )
+        if expected == 1:
+            raise Wrong(
+                f"at step {step} the newest token went in at position {start}, but it sits at position {position}: "
+                "the cache must hold every token before it, so fill it with the prompt first (through the cache, "
+                "with decode_step), and then cache.length is the newest token's position"
+            )
+        if got == 1:
+            raise Wrong(
+                "once the text is longer than block_size the window slides and every position moves: reset the cache "
+                "and refill it from the last block_size tokens"
+            )
+        raise Wrong(
+            f"step {step} fed {got} positions from position {start}: refill the cache from the last block_size "
+            "tokens only, idx[:, -block_size:], starting at position 0 (cache.reset() first)"
+        )
+    if error is not None:
+        wrong = _sampling_error(error, "cached_sample")
+        if wrong is None:
+            raise error
+        raise wrong from None
+    if fed and len(fed) != len(want):
+        raise Wrong(f"{len(want)} new tokens need {len(want)} calls of the model, one per token; yours made {len(fed)}")
+
+    def expected(model, idx, new, temperature, top_k, top_p, generator):
+        return _cached_sample(model, idx, new, temperature, top_k, top_p, generator)
+
+    _check_sampling_loop(cached_sample, "cached_sample", expected, seed=280)
+
+
+@piece(
+    "cached_sample",
+    "07_generation",
+    "the sampling loop with a KV cache: the prompt once, then one token at a time",
+    _cached_sample,
+)
+def _verify_cached_sample_on_one_thread(cached_sample: Callable) -> None:
+    with _one_thread():
+        _verify_cached_sample(cached_sample)
+
+
+_ROMEO = dict(prompt="ROMEO:", max_new_tokens=100, temperature=0.8, seed=1)  # tinytorch complete's defaults, seed 1
+
+
+@piece(
+    f"{MILESTONE}romeo_completion",
+    "07_generation",
+    "milestone: your GPT with the shipped weights and your sample complete ROMEO: as tinytorch complete does",
+    _sample,
+)
+def _verify_milestone_romeo_completion(sample: Callable) -> None:
+    from tinytorch.checks import from_notebook  # the registry imports this module: import it when it is complete
+    from tinytorch.generation import complete, load_pretrained
+
+    if inspect.unwrap(sample) is _sample:  # check("sample", ...) gives tinytorch's until the learner's is built
+        raise NotImplementedError("the milestone waits for your sample")
+    gpt_class = from_notebook("GPT")  # chapter 05's notebook, next to this one
+    if gpt_class is None:
+        raise NotImplementedError("the milestone waits for your GPT (chapter 05, saved next to this notebook)")
+    shipped, tokenizer = load_pretrained()
+    mine = _with_reference_weights(_learners_gpt(gpt_class, shipped.config, 155), shipped, "GPT", GPT_PARTS)
+    if not hasattr(mine, "config"):
+        mine.config = shipped.config  # sample reads block_size from it
+    idx = torch.tensor([tokenizer.encode(_ROMEO["prompt"])])  # (1, 6)
+    generator = torch.Generator().manual_seed(_ROMEO["seed"])
+    with _one_thread():
+        out = sample(mine, idx, _ROMEO["max_new_tokens"], temperature=_ROMEO["temperature"], generator=generator)
+    out = _shape(out, (1, 6 + _ROMEO["max_new_tokens"]), "(1, 6 + max_new_tokens)")
+    got, want = tokenizer.decode(out[0]), complete(**_ROMEO)
+    if got != want:
+        at = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
+        raise Wrong(
+            f"your GPT and sample part from tinytorch complete at character {at}: {got[max(0, at - 20) : at + 10]!r} "
+            f"where it writes {want[max(0, at - 20) : at + 10]!r}; the check of sample above says what differs"
+        )
 
 
 def _min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
@@ -359,6 +707,27 @@ add_hints(
             "chapter's keep_nucleus finds it for one row of probabilities.",
             "Start from a tensor full of -inf, and for each row: softmax it, ask keep_nucleus for the ids to keep, and "
             "copy that row's logits at those ids.",
+        ),
+        "sample": (
+            "It is Build 2's sample_loop with the knobs in between: each step turns the last position's logits into a "
+            "filtered distribution and draws from it, in generate's order (temperature, top-k, top-p).",
+            "Switch the model to evaluation mode and work under torch.no_grad(). max_new_tokens times: crop to the "
+            "last block_size tokens, take the last position's logits (B, V), pass them through apply_temperature, then "
+            "through top_k_logits and top_p_logits for the knobs that are not None, softmax over the vocabulary, draw "
+            "one id per row with torch.multinomial and the generator (a (B, 1) tensor), and cat it to idx along dim 1.",
+        ),
+        "cached_sample": (
+            "Same choice of the next token as sample; only what goes into the model changes: the prompt once, then "
+            "one token per step, each at its own position, which the cache's length tells.",
+            "Make a KVCache for the model's config and the batch size. At each step: if the cache is still empty or "
+            "the text has grown past block_size, reset it and give decode_step the last block_size tokens; otherwise "
+            "give decode_step only the last token (a (B, 1) slice). Then choose and append as sample does.",
+        ),
+        "milestone_romeo_completion": (
+            "Nothing new to write: this milestone runs your GPT of chapter 05 with the shipped weights and your "
+            "sample, and compares the text with tinytorch complete's. Save 05_gpt.ipynb next to this notebook.",
+            "If it reads not yet, the check of GPT (chapter 05) or of sample is not built yet; if it reads wrong, "
+            "the checks of GPT and sample say what differs.",
         ),
         "decode_step": (
             "With a cache, only the new tokens go through the model; they sit at positions after those already "
