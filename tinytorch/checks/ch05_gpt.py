@@ -24,6 +24,7 @@ from tinytorch.checks.helpers import (
     _with_reference_weights,
 )
 from tinytorch.config import GPTConfig
+from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT, estimate_flops_per_token, estimate_parameters, next_token_loss
 
 
@@ -138,6 +139,15 @@ def _learners_gpt(gpt_class: Callable, config: GPTConfig, seed: int) -> torch.nn
         return gpt_class(config)
 
 
+def _with_shipped_weights(gpt_class: Callable, seed: int) -> tuple[torch.nn.Module, GPT, CharTokenizer]:
+    """(the learner's GPT with the shipped model's weights, the shipped model, its tokenizer): the milestones' start."""
+    from tinytorch.generation import load_pretrained  # the shipped model: chapter 07's loader, used here to read it
+
+    shipped, tokenizer = load_pretrained()
+    mine = _with_reference_weights(_learners_gpt(gpt_class, shipped.config, seed), shipped, "GPT", GPT_PARTS)
+    return mine, shipped, tokenizer
+
+
 @piece("GPT", "05_gpt", "the GPT as a module: its parts, tying and GPT-2's initialization, and forward", GPT)
 def _verify_gpt(gpt_class: Callable) -> None:
     config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
@@ -188,12 +198,9 @@ def _verify_gpt(gpt_class: Callable) -> None:
     GPT,
 )
 def _verify_milestone_shakespeare_logits(gpt_class: Callable) -> None:
-    from tinytorch.generation import load_pretrained  # the shipped model: chapter 07's loader, used here to read it
-
     if inspect.unwrap(gpt_class) is GPT:  # check("GPT", ...) gives tinytorch's GPT until the learner's is built
         raise NotImplementedError("the milestone waits for your GPT")
-    shipped, tokenizer = load_pretrained()
-    mine = _with_reference_weights(_learners_gpt(gpt_class, shipped.config, 154), shipped, "GPT", GPT_PARTS)
+    mine, shipped, tokenizer = _with_shipped_weights(gpt_class, 154)
     ids = torch.tensor([tokenizer.encode("ROMEO:\nBut, soft! what light through yonder window breaks?")])  # (1, T)
     with torch.no_grad():
         got, want = mine(ids), shipped(ids)  # (1, T, V)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from tinytorch.attention import attention_weights
 from tinytorch.checks import MILESTONE, add_hints, piece
-from tinytorch.checks.ch05_gpt import _GPT2_TEXT, GPT_PARTS, _learners_gpt
+from tinytorch.checks.ch05_gpt import _GPT2_TEXT, _with_shipped_weights
 from tinytorch.checks.helpers import (
     Wrong,
     _close,
@@ -25,7 +25,6 @@ from tinytorch.checks.helpers import (
     _randn,
     _same,
     _shape,
-    _with_reference_weights,
 )
 from tinytorch.config import GPTConfig
 from tinytorch.generation import KVCache, generate, top_k_filter, top_p_filter
@@ -509,15 +508,14 @@ _ROMEO = dict(prompt="ROMEO:", max_new_tokens=100, temperature=0.8, seed=1)  # t
 )
 def _verify_milestone_romeo_completion(sample: Callable) -> None:
     from tinytorch.checks import from_notebook  # the registry imports this module: import it when it is complete
-    from tinytorch.generation import complete, load_pretrained
+    from tinytorch.generation import complete
 
     if inspect.unwrap(sample) is _sample:  # check("sample", ...) gives tinytorch's until the learner's is built
         raise NotImplementedError("the milestone waits for your sample")
     gpt_class = from_notebook("GPT")  # chapter 05's notebook, next to this one
     if gpt_class is None:
         raise NotImplementedError("the milestone waits for your GPT (chapter 05, saved next to this notebook)")
-    shipped, tokenizer = load_pretrained()
-    mine = _with_reference_weights(_learners_gpt(gpt_class, shipped.config, 155), shipped, "GPT", GPT_PARTS)
+    mine, shipped, tokenizer = _with_shipped_weights(gpt_class, 155)
     if not hasattr(mine, "config"):
         mine.config = shipped.config  # sample reads block_size from it
     idx = torch.tensor([tokenizer.encode(_ROMEO["prompt"])])  # (1, 6)
