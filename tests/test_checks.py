@@ -951,7 +951,7 @@ def test_the_training_milestone_waits_for_the_learners_loop_and_gpt_and_reads_bu
     from tinytorch.checks.ch06_training import _loop_with
 
     short = dict(max_steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, eval_interval=40)
-    monkeypatch.setattr(ch06_training, "_MILESTONE_RUN", short)  # the real one trains 300 steps, twice
+    monkeypatch.setattr(ch06_training, "_MILESTONE_RUN", short)  # the real one trains 200 steps, twice
 
     assert evaluate("milestone_shakespeare_run", _loop_with).status == "not yet"  # no workbook here: tinytorch's GPT
     monkeypatch.chdir(ROOT / "notebooks")  # the book's chapter 05: its GPT is a learner's, written out

@@ -314,8 +314,9 @@ _LOOP_MISTAKES = {
 def _verify_train_loop(train_loop: Callable) -> None:
     data = _randint(11, (400,), seed=210).to(torch.uint8)
     train_ids, val_ids = data[:300], data[300:]
-    cfg = TrainConfig(max_steps=10, batch_size=3, lr=3e-2, min_lr=3e-3, warmup_steps=3, eval_interval=4, eval_batches=2)
-    cfg = replace(cfg, grad_clip=0.5)  # small enough that clipping acts
+    cfg = TrainConfig(
+        max_steps=10, batch_size=3, lr=3e-2, min_lr=3e-3, warmup_steps=3, eval_interval=4, eval_batches=2, grad_clip=0.5
+    )  # grad_clip small enough that clipping acts
     call = "train_loop(model, train_ids, val_ids, cfg)"
 
     def run(loop: Callable, mistake: str | None = None) -> tuple[Any, nn.Module]:
