@@ -37,7 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .bpe import BPETokenizer
-from .config import GPTConfig
+from .config import GPTConfig, shapes_only
 from .data import VAL_PLAYS
 from .embeddings import CharTokenizer
 from .gpt import GPT
@@ -227,7 +227,7 @@ def _check_weights(path: Path, config: GPTConfig, weights: dict[str, torch.Tenso
     layers = {int(match.group(1)) for name in weights if (match := re.match(r"blocks\.(\d+)\.", name))}
     if len(layers) != config.n_layer or max(layers, default=-1) != config.n_layer - 1:
         raise ValueError(f"{path}: the config says n_layer={config.n_layer}, the file holds {len(layers)} blocks")
-    with torch.device("meta"):  # shapes without memory: a config that claims a huge model costs nothing here
+    with shapes_only():  # shapes without memory: a config that claims a huge model costs nothing here
         expected = {k: v.shape for k, v in GPT(config).state_dict().items() if k != "lm_head.weight"}
     if weights.keys() != expected.keys():
         missing, extra = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())

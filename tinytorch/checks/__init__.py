@@ -229,7 +229,7 @@ _SHAPE_ERRORS = (  # PyTorch's words when the shapes of a call do not fit togeth
 def _source(answer: Callable) -> str:
     """The learner's code, where Python can find it (a notebook cell, a file), else ""."""
     try:
-        return inspect.getsource(answer)
+        return inspect.getsource(inspect.unwrap(answer))
     except (OSError, TypeError):
         return ""
 

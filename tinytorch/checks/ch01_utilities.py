@@ -3,12 +3,11 @@
 from collections.abc import Callable
 from dataclasses import fields, replace
 
-import torch
 from torch import nn
 
 from tinytorch.checks import add_hints, piece
 from tinytorch.checks.helpers import Wrong, _describe, _kind, _num, _number, _pair, _same_class
-from tinytorch.config import GPTConfig, count_parameters
+from tinytorch.config import GPTConfig, count_parameters, shapes_only
 
 
 def _config() -> GPTConfig:
@@ -23,7 +22,7 @@ def _valid_heads(n_embd: int, max_heads: int) -> list[int]:
 
 def _shared_counts() -> tuple[int, int]:
     """(parameters of Sequential(a, a), parameters of Sequential(a, b)) for Linear(4, 4) layers a and b."""
-    with torch.device("meta"):  # only shapes are counted: no memory, no random numbers
+    with shapes_only():  # only shapes are counted: no memory, no random numbers
         shared = nn.Linear(4, 4)
         return count_parameters(nn.Sequential(shared, shared)), count_parameters(nn.Sequential(shared, nn.Linear(4, 4)))
 

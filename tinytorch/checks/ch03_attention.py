@@ -19,7 +19,7 @@ from tinytorch.checks.helpers import (
     _shape,
     _module_output,
 )
-from tinytorch.config import GPTConfig, count_parameters
+from tinytorch.config import GPTConfig, count_parameters, shapes_only
 
 
 def _attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -280,7 +280,7 @@ def _verify_causal_self_attention(attention_class: Callable) -> None:
 
 def _attention_parameters(C: int) -> int:
     """Parameters of CausalSelfAttention of width C, with biases."""
-    with torch.device("meta"):  # only shapes are counted: no memory, no random numbers
+    with shapes_only():  # only shapes are counted: no memory, no random numbers
         return count_parameters(CausalSelfAttention(GPTConfig(n_embd=C, n_head=1)))
 
 
@@ -301,7 +301,7 @@ def _verify_attention_parameters(my_attention_parameters: Callable) -> None:
     for C, n_head in ((32, 1), (32, 4), (128, 8)):
         call = f"my_attention_parameters({C})"
         got = _number(my_attention_parameters(C), f"{call}'s result")
-        with torch.device("meta"):
+        with shapes_only():
             expected = count_parameters(CausalSelfAttention(GPTConfig(n_embd=C, n_head=n_head)))
         if got == expected:
             continue

@@ -25,7 +25,7 @@ from tinytorch.checks.helpers import (
     _same,
     _shape,
 )
-from tinytorch.config import GPTConfig, count_parameters
+from tinytorch.config import GPTConfig, count_parameters, shapes_only
 
 
 def _layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float = 1e-5) -> torch.Tensor:
@@ -236,7 +236,7 @@ def _verify_block(block_class: Callable) -> None:
 
 def _gpt2_block() -> tuple[int, float]:
     """(parameters of one GPT-2 small block, the fraction of them in its MLP), counted on a real block."""
-    with torch.device("meta"):  # only shapes are counted: no memory, no random numbers
+    with shapes_only():  # only shapes are counted: no memory, no random numbers
         block = Block(GPTConfig.from_preset("gpt2"))
     params = count_parameters(block)
     return params, count_parameters(block.mlp) / params

@@ -438,7 +438,7 @@ def _short_run(lr: float, warmup_steps: int, grad_clip: float | None) -> list[fl
 
 
 def _one_play_run() -> list[dict]:
-    """Chapter 06, exercise 2: 240 steps of a fresh width-64 GPT on the first 3,000 characters of Hamlet."""
+    """Chapter 06, exercise 2: 240 steps of a fresh GPT (width 64, context 32) on 3,000 characters of Hamlet."""
     tokenizer, _, val_ids, config = _chapter06_data()
     hamlet = convert_play(play_paths()["hamlet"].read_text(encoding="utf-8"))
     one_play = torch.tensor(tokenizer.encode(hamlet[:3000]), dtype=torch.uint8)
@@ -446,7 +446,7 @@ def _one_play_run() -> list[dict]:
         max_steps=240, batch_size=16, lr=3e-3, min_lr=3e-3, warmup_steps=20, eval_interval=40, eval_batches=4
     )
     torch.manual_seed(0)
-    return train(GPT(replace(config, n_embd=64)), tokenizer, one_play, val_ids, cfg, progress=False)
+    return train(GPT(replace(config, n_embd=64, block_size=32)), tokenizer, one_play, val_ids, cfg, progress=False)
 
 
 def _accumulation_config() -> TrainConfig:
@@ -613,7 +613,7 @@ add_hints(
             "Hamlet), the same validation plays, and evaluations often enough to see the curves part.",
             "Encode the first 3,000 characters of plays['hamlet'] as a uint8 tensor, build a TrainConfig with the "
             "steps, batch, a constant learning rate, warmup and evaluation interval the exercise gives, a GPT with "
-            "n_embd=64 (dataclasses.replace), and return train(...)'s history.",
+            "n_embd=64 and block_size=32 (dataclasses.replace), and return train(...)'s history.",
         ),
         "my_accumulation_config": (
             "The windows of one optimizer step are batch_size × grad_accum; memory only has to hold batch_size of "
