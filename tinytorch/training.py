@@ -3,7 +3,6 @@
 # %% auto #0
 __all__ = [
     "get_batch",
-    "TrainConfig",
     "make_optimizer",
     "autocast",
     "get_lr",
@@ -33,9 +32,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .bpe import BPETokenizer
-from .config import _check_seed
 from .embeddings import CharTokenizer, check_id_range
 from .gpt import GPT, next_token_loss
+from .train_config import TrainConfig  # Build 7: in a module of its own, which the CLI reads without torch
 
 
 # %% ../notebooks/06_training.ipynb #44775b06
@@ -46,48 +45,6 @@ def get_batch(ids: torch.Tensor, batch_size: int, block_size: int, generator: to
     starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)  # (B,)
     windows = ids[starts[:, None] + torch.arange(block_size + 1)].long()  # (B, T + 1), int64 whatever ids holds
     return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
-
-
-# %% ../notebooks/06_training.ipynb #cb0750b9
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train: steps, batch, learning-rate schedule, regularization, evaluation."""
-
-    max_steps: int = 200
-    batch_size: int = 12  # sequences per micro-batch (per process)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-3  # peak learning rate, reached after warmup
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
-    warmup_steps: int = 20
-    weight_decay: float = 0.1  # on matrices only
-    grad_clip: float = 1.0  # max global gradient norm
-    eval_interval: int = 50  # steps between evaluations
-    eval_batches: int = 8  # fixed batches per evaluation
-    seed: int = 1337
-    dtype: str = "float32"  # "bfloat16": forward and loss under bfloat16 autocast; weights and optimizer stay float32
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "warmup_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-            if value <= 0 and name != "warmup_steps":
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value}")
-        _check_seed(self.seed)
-        if not 0 <= self.warmup_steps <= self.max_steps:
-            raise ValueError(f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}")
-        if not 0 < self.min_lr <= self.lr:
-            raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
-        if self.weight_decay < 0 or self.grad_clip <= 0:
-            raise ValueError(f"need weight_decay >= 0 and grad_clip > 0, got {self.weight_decay}, {self.grad_clip}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
 
 # %% ../notebooks/06_training.ipynb #d3dd6d65
