@@ -434,3 +434,28 @@ def test_train_help_shows_the_defaults_of_train_config(capsys):
             assert shown == "lr / 10" and defaults.min_lr == defaults.lr / 10
         else:
             assert type(getattr(defaults, field))(shown) == getattr(defaults, field), (flag, shown)
+
+
+def test_train_and_complete_compile_the_model(tmp_path, capsys):
+    """--compile runs the model through torch.compile (here on the CPU); the weights keep their names."""
+    from torch._dynamo.utils import counters
+
+    def final_losses(out):
+        return [float(x) for x in re.search(r"train loss (\S+), val loss (\S+);", out).groups()]
+
+    options = [*SMALL_RUN, "--steps", "2", "--eval-interval", "2"]
+    code, out, err = cli(capsys, "train", "--out", tmp_path / "plain", *options)
+    assert code == 0, err
+    counters.clear()
+    code, compiled_out, err = cli(capsys, "train", "--out", tmp_path / "compiled", *options, "--compile")
+    assert code == 0, err
+    assert counters["stats"]["unique_graphs"] >= 1, "the model was not compiled"
+    assert final_losses(compiled_out) == pytest.approx(final_losses(out), abs=2e-3)
+    load_checkpoint(tmp_path / "compiled" / "model.safetensors")  # its usual names: no torch.compile prefix
+
+    counters.clear()
+    prompt = ["complete", "ROMEO:", "--checkpoint", tmp_path / "compiled", "--max-new-tokens", "3", "--seed", "1"]
+    code, out, err = cli(capsys, *prompt, "--no-stream", "--compile")
+    assert code == 0, err
+    assert counters["stats"]["unique_graphs"] >= 1, "the model was not compiled"
+    assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 3 + 1  # 3 characters and the newline

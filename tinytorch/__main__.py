@@ -150,6 +150,8 @@ def train(args: argparse.Namespace) -> None:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         set_seed(cfg.seed)
         model = GPT(config).to(device)
+        if args.compile:
+            model.compile()  # in place: the weights keep their names, in the checkpoints too
         if rank == 0:
             _check_space(folder, checkpoint_bytes(model, tokenizer), args.resume)
             name = f"resuming {out} at step {step} of {cfg.max_steps}" if args.resume else settings["preset"]
@@ -327,6 +329,8 @@ def complete(args: argparse.Namespace) -> None:
     source = args.model if args.checkpoint is None else _checkpoint_file(args.checkpoint)
     try:
         model, tokenizer = load_pretrained(source, get_device(args.device))
+        if args.compile:
+            model.compile()
         special = [token for token in getattr(tokenizer, "special_tokens", {}) if token in args.prompt]
         if special:
             sys.exit(
@@ -560,11 +564,17 @@ def main(argv: list[str] | None = None) -> None:
         f"bfloat16 units emulates it, many times slower) (default: {DEFAULT.dtype})",
     )
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
+    )
     p.add_argument("--out", default="runs/shakespeare", help="output directory (default: runs/shakespeare)")
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out with its own settings; only --steps (more) and --device may be given",
+        help="continue the run in --out with its own settings; only --steps (more), --device and --compile may be "
+        "given",
     )
     p.set_defaults(run=train)
 
@@ -609,6 +619,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     chosen.add_argument("--checkpoint", default=None, help="a checkpoint from `tinytorch train` instead")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
+    )
     p.add_argument("--no-stream", action="store_true", help="print the whole text at the end instead of streaming")
     p.set_defaults(run=complete)
 

@@ -209,6 +209,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                                                                     'tinytorch/training.py'),
                                     'tinytorch.training._StopAfterStep._request': ( 'training.html#_stopafterstep._request',
                                                                                     'tinytorch/training.py'),
+                                    'tinytorch.training._tf32': ('training.html#_tf32', 'tinytorch/training.py'),
+                                    'tinytorch.training._to_device': ('training.html#_to_device', 'tinytorch/training.py'),
                                     'tinytorch.training.autocast': ('training.html#autocast', 'tinytorch/training.py'),
                                     'tinytorch.training.evaluate': ('training.html#evaluate', 'tinytorch/training.py'),
                                     'tinytorch.training.fixed_batches': ('training.html#fixed_batches', 'tinytorch/training.py'),

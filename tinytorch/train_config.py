@@ -5,7 +5,7 @@ __all__ = ["TrainConfig"]
 
 # %% ../notebooks/06_training.ipynb #cb0750b9
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,11 @@ class TrainConfig:
     eval_batches: int = 20  # fixed batches per evaluation
     seed: int = 1337
     dtype: str = "float32"  # "bfloat16": forward and loss under bfloat16 autocast; weights and optimizer stay float32
+    log_interval: int = field(default=10, repr=False)  # steps between reads of the loss (a GPU waits for each)
 
     def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "warmup_steps"):
+        counts = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval")
+        for name in (*counts, "warmup_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
