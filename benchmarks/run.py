@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -35,19 +36,14 @@ from tinytorch.training import TrainConfig, make_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 7
-# The shakespeare preset's recipe (the model shipped until appendix 10's 30-minute model replaced it): quality and
-# tokens train the preset with it, for budgets of minutes instead of its 5,000 steps.
-PRESET_RECIPE = dict(
-    batch_size=8, grad_accum=1, lr=2e-3, min_lr=2e-4, weight_decay=0.1, grad_clip=1.0, eval_batches=20, seed=1337
-)
 
 
 def preset_recipe(steps: int, evaluations: int) -> TrainConfig:
-    """The preset's recipe for `steps` steps, evaluated `evaluations` times."""
+    """The shakespeare preset's recipe (TrainConfig's defaults; the model shipped until appendix 10's 30-minute model
+    replaced it): quality and tokens train the preset with it for `steps` steps, evaluated `evaluations` times."""
+    default = TrainConfig()
     interval = max(1, steps // evaluations)
-    return TrainConfig(
-        **{**PRESET_RECIPE, "max_steps": steps, "warmup_steps": min(100, steps), "eval_interval": interval}
-    )
+    return replace(default, max_steps=steps, warmup_steps=min(default.warmup_steps, steps), eval_interval=interval)
 
 
 def hf_model(config: GPTConfig):
@@ -359,7 +355,7 @@ def quality(budgets: list[float]) -> None:
     from tinytorch.data import shakespeare
     from tinytorch.embeddings import CharTokenizer
 
-    preset = PRESET_RECIPE
+    preset = asdict(TrainConfig())  # the recipe: seed, batch, learning rates, evaluation
     train_text, val_text = shakespeare()
     tokenizer = CharTokenizer.from_text(train_text + val_text)
     train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
@@ -409,7 +405,7 @@ def tokens(budgets: list[float], contenders: list[str]) -> None:
     from tinytorch.data import id_dtype, shakespeare
     from tinytorch.embeddings import CharTokenizer
 
-    preset = PRESET_RECIPE
+    preset = asdict(TrainConfig())  # the recipe: seed, batch, learning rates, evaluation
     train_text, val_text = shakespeare()
     tokenizers = {}
     for contender in contenders:  # BPE learned from the training plays only, as `tinytorch train --tokenizer bpe` does

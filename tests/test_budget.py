@@ -116,7 +116,9 @@ def test_train_with_a_deadline_refits_max_steps_to_end_by_it(tmp_path, monkeypat
     tokenizer = CharTokenizer.from_text(TEXT)
     ids = torch.tensor(tokenizer.encode(TEXT), dtype=torch.uint8)
     model = GPT(GPTConfig(tokenizer.vocab_size, 16, 1, 2, 16))
-    cfg = TrainConfig(max_steps=2000, batch_size=2, warmup_steps=5, eval_interval=2000, eval_batches=1)
+    cfg = TrainConfig(
+        max_steps=2000, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_steps=5, eval_interval=2000, eval_batches=1
+    )
     deadline = clock.now + 0.5
     history = training.train(
         model, tokenizer, ids, ids, cfg, callbacks=[Checkpointing(tmp_path / "c.safetensors"), Deadline(deadline)]

@@ -1,6 +1,7 @@
 """The `tinytorch train` and `tinytorch complete` commands: one-line errors, a run folder that is protected, Ctrl-C."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 
 import tinytorch.generation
 from tinytorch import data, training
-from tinytorch.__main__ import main
+from tinytorch.__main__ import TRAIN_OPTIONS, main
 from tinytorch.checkpoint import load_checkpoint, run_meta, save_checkpoint
 from tinytorch.config import GPTConfig
 from tinytorch.data import shakespeare
@@ -395,3 +396,66 @@ def test_the_end_of_text_marker_in_a_prompt_is_explained_in_the_command_line_s_t
     code, out, err = cli(capsys, "complete", "To be<|endoftext|>", "--model", "shakespeare-bpe")
     assert_one_line_error(code, out, err, "the prompt contains <|endoftext|>", "leave it out")
     assert "allowed_special" not in err and "encode_ordinary" not in err
+
+
+@pytest.mark.parametrize(
+    ("options", "changes"),
+    [
+        ([], {}),
+        (["--lr", "1e-3"], dict(lr=1e-3, min_lr=1e-4)),  # --min-lr follows --lr: lr / 10, as TrainConfig's defaults
+        (["--steps", "50"], dict(max_steps=50, warmup_steps=50)),  # warmup cut to the steps
+        (["--batch-size", "4", "--eval-batches", "3"], dict(batch_size=4, eval_batches=3)),
+    ],
+)
+def test_train_takes_its_defaults_from_train_config(tmp_path, capsys, monkeypatch, options, changes):
+    """`tinytorch train` and Python's train(..., TrainConfig()) are the same run."""
+    planned = []
+
+    def stop_at_once(model, tokenizer, train_ids, val_ids, cfg, **kwargs):
+        planned.append(cfg)
+        raise training.TrainingInterrupted(0)
+
+    monkeypatch.setattr(training, "train", stop_at_once)
+    code, out, err = cli(capsys, "train", "--out", tmp_path, *options)
+    assert code == 130, err
+    assert planned == [replace(TrainConfig(), **changes)]
+
+
+def test_train_help_shows_the_defaults_of_train_config(capsys):
+    code, out, _ = cli(capsys, "train", "--help")
+    options = " ".join(out.split("\noptions:\n")[1].split())  # the options' section, on one line
+    defaults = TrainConfig()
+    for option, field in TRAIN_OPTIONS.items():
+        if field is None:  # the command's own option
+            continue
+        flag = "--" + option.replace("_", "-")
+        shown = re.search(rf"(?:^| ){flag} (?:[A-Z_]+|\{{[^}}]*\}}) .*?\(default: ([^)]+)\)", options).group(1)
+        if option == "min_lr":
+            assert shown == "lr / 10" and defaults.min_lr == defaults.lr / 10
+        else:
+            assert type(getattr(defaults, field))(shown) == getattr(defaults, field), (flag, shown)
+
+
+def test_train_and_complete_compile_the_model(tmp_path, capsys):
+    """--compile runs the model through torch.compile (here on the CPU); the weights keep their names."""
+    from torch._dynamo.utils import counters
+
+    def final_losses(out):
+        return [float(x) for x in re.search(r"train loss (\S+), val loss (\S+);", out).groups()]
+
+    options = [*SMALL_RUN, "--steps", "2", "--eval-interval", "2"]
+    code, out, err = cli(capsys, "train", "--out", tmp_path / "plain", *options)
+    assert code == 0, err
+    counters.clear()
+    code, compiled_out, err = cli(capsys, "train", "--out", tmp_path / "compiled", *options, "--compile")
+    assert code == 0, err
+    assert counters["stats"]["unique_graphs"] >= 1, "the model was not compiled"
+    assert final_losses(compiled_out) == pytest.approx(final_losses(out), abs=2e-3)
+    load_checkpoint(tmp_path / "compiled" / "model.safetensors")  # its usual names: no torch.compile prefix
+
+    counters.clear()
+    prompt = ["complete", "ROMEO:", "--checkpoint", tmp_path / "compiled", "--max-new-tokens", "3", "--seed", "1"]
+    code, out, err = cli(capsys, *prompt, "--no-stream", "--compile")
+    assert code == 0, err
+    assert counters["stats"]["unique_graphs"] >= 1, "the model was not compiled"
+    assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 3 + 1  # 3 characters and the newline

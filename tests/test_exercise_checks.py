@@ -743,7 +743,7 @@ MISTAKES = [
     ("my_one_play_run", three_records, "the history has 3 records, expected at least 5"),
     ("my_accumulation_config", accumulation_in_one_batch, "batch_size is 64, but only 16 windows fit in memory"),
     ("my_accumulation_config", accumulation_of_64_batches, "each step sees batch_size × grad_accum = 16 × 64 = 1024"),
-    ("my_accumulation_config", accumulation_with_another_lr, "lr is 0.003, but the exercise keeps its default, 0.001"),
+    ("my_accumulation_config", accumulation_with_another_lr, "lr is 0.003, but the exercise keeps its default, 0.002"),
     ("my_min_p_filter", min_p_with_zeros, "the dropped logits must be -inf, not 0"),
     ("my_min_p_filter", min_p_dropping_ties, "in my_min_p_filter(logits, 1.0) the most likely token was dropped"),
     ("my_min_p_filter", min_p_absolute, "my_min_p_filter(logits, 0.05): the threshold is min_p times the most"),

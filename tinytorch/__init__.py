@@ -27,7 +27,7 @@ _HOMES = {  # name -> the module that defines it, in course order
     "estimate_parameters": "gpt",
     "next_token_loss": "gpt",
     "shakespeare": "data",
-    "TrainConfig": "training",
+    "TrainConfig": "train_config",
     "train": "training",
     "KVCache": "generation",
     "complete": "generation",

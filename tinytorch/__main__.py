@@ -13,6 +13,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from tinytorch.train_config import TrainConfig  # no torch: --help and a bad option answer without loading it
+
 
 def preview(args: argparse.Namespace) -> None:
     """Chapter 00's preview: an untrained GPT turns 10 random token ids into next-token scores."""
@@ -28,23 +30,11 @@ def preview(args: argparse.Namespace) -> None:
     print("output", tuple(output.shape), "= (batch, positions, scores for each of the 128 possible next tokens)")
 
 
-# The options of `train` that a resumed run takes from its checkpoint: None on the command line unless given.
-TRAIN_DEFAULTS = dict(
-    preset="shakespeare",
-    steps=3000,
-    batch_size=8,
-    grad_accum=1,
-    lr=2e-3,
-    min_lr=None,  # lr / 10
-    warmup=100,
-    eval_interval=250,
-    eval_batches=20,
-    seed=1337,
-    dtype="float32",
-    tokenizer="char",
-    vocab_size=None,  # with --tokenizer bpe: 1024
-)
-RESUMED_FIELDS = dict(  # option -> the TrainConfig field it sets
+# The options of `train` that describe the run, in --help's order: option -> the TrainConfig field it sets, or None
+# for the command's own. None on the command line unless given: a resumed run takes them from its checkpoint.
+TRAIN_OPTIONS = dict(
+    preset=None,
+    steps="max_steps",
     batch_size="batch_size",
     grad_accum="grad_accum",
     lr="lr",
@@ -53,12 +43,18 @@ RESUMED_FIELDS = dict(  # option -> the TrainConfig field it sets
     eval_interval="eval_interval",
     eval_batches="eval_batches",
     seed="seed",
+    tokenizer=None,
+    vocab_size=None,
     dtype="dtype",
 )
 BPE_VOCAB_SIZE = 1024  # --vocab-size when --tokenizer bpe is given without it
+DEFAULT = TrainConfig()  # the one home of train's defaults; the command's own follow
+TRAIN_DEFAULTS = {option: getattr(DEFAULT, field) for option, field in TRAIN_OPTIONS.items() if field is not None}
+TRAIN_DEFAULTS |= dict(preset="shakespeare", tokenizer="char", vocab_size=None)  # vocab_size: BPE_VOCAB_SIZE for bpe
+RESUMED_FIELDS = {option: field for option, field in TRAIN_OPTIONS.items() if field not in (None, "max_steps")}
+# the options --minutes chooses itself, or that its study did not vary: all but the evaluation's batches and the seed
+PLANNED = tuple(option for option in TRAIN_OPTIONS if option not in ("eval_batches", "seed"))
 SHIPPED_MODEL_NAMES = ("shakespeare", "shakespeare-bpe")  # tinytorch.generation.SHIPPED_MODELS, without importing torch
-PLANNED = ("preset", "steps", "batch_size", "grad_accum", "lr", "min_lr", "warmup", "eval_interval", "tokenizer")
-PLANNED += ("vocab_size", "dtype")  # the options --minutes chooses itself, or that its study did not vary
 
 
 class _Terminated(KeyboardInterrupt):
@@ -80,7 +76,7 @@ def train(args: argparse.Namespace) -> None:
     from tinytorch.checkpoint import CheckpointNotSaved, Checkpointing, checkpoint_bytes, load_checkpoint
     from tinytorch.checkpoint import remove_leftovers, save_checkpoint
     from tinytorch.data import id_dtype, shakespeare
-    from tinytorch.training import TrainConfig, TrainingDiverged, TrainingInterrupted, autocast
+    from tinytorch.training import TrainingDiverged, TrainingInterrupted, autocast
     from tinytorch.training import train as run_training
 
     began = time.perf_counter()  # --minutes counts from here
@@ -94,24 +90,16 @@ def train(args: argparse.Namespace) -> None:
             _check_minutes(args, given, world)  # exits naming the options --minutes chooses itself
         if not args.resume:  # with --minutes, the plan replaces config and cfg once the data is loaded
             settings = {**TRAIN_DEFAULTS, **given}
+            if "lr" in given and "min_lr" not in given:
+                settings["min_lr"] = given["lr"] / 10  # as TrainConfig's defaults: min_lr = lr / 10
             if settings["tokenizer"] == "char" and settings["vocab_size"] is not None:
                 raise ValueError(
                     f"--vocab-size {settings['vocab_size']} is for --tokenizer bpe (the characters' vocabulary is "
                     "the characters of the plays); add --tokenizer bpe or leave --vocab-size out"
                 )
             config = GPTConfig.from_preset(settings["preset"])
-            cfg = TrainConfig(
-                max_steps=settings["steps"],
-                batch_size=settings["batch_size"],
-                grad_accum=settings["grad_accum"],
-                lr=settings["lr"],
-                min_lr=settings["min_lr"] if settings["min_lr"] is not None else settings["lr"] / 10,
-                warmup_steps=min(settings["warmup"], settings["steps"]),
-                eval_interval=settings["eval_interval"],
-                eval_batches=settings["eval_batches"],
-                seed=settings["seed"],
-                dtype=settings["dtype"],
-            )
+            settings["warmup"] = min(settings["warmup"], settings["steps"])  # a short run warms up for all of it
+            cfg = TrainConfig(**{field: settings[option] for option, field in TRAIN_OPTIONS.items() if field})
             autocast(device, cfg.dtype)  # a ValueError where bfloat16 autocast is not supported
     except (TypeError, ValueError) as error:
         sys.exit(f"error: {error}")
@@ -162,6 +150,8 @@ def train(args: argparse.Namespace) -> None:
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         set_seed(cfg.seed)
         model = GPT(config).to(device)
+        if args.compile:
+            model.compile()  # in place: the weights keep their names, in the checkpoints too
         if rank == 0:
             _check_space(folder, checkpoint_bytes(model, tokenizer), args.resume)
             name = f"resuming {out} at step {step} of {cfg.max_steps}" if args.resume else settings["preset"]
@@ -339,6 +329,8 @@ def complete(args: argparse.Namespace) -> None:
     source = args.model if args.checkpoint is None else _checkpoint_file(args.checkpoint)
     try:
         model, tokenizer = load_pretrained(source, get_device(args.device))
+        if args.compile:
+            model.compile()
         special = [token for token in getattr(tokenizer, "special_tokens", {}) if token in args.prompt]
         if special:
             sys.exit(
@@ -483,6 +475,12 @@ def _number(expected: str, accept):
     return number
 
 
+def _exponent(value: float) -> str:
+    """A number as --help writes it: 2e-3 (where Python writes 0.002)."""
+    mantissa, exponent = f"{value:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
 SEED = _integer(0, 2**63)
 POSITIVE = _number("a finite number > 0", lambda value: value > 0)
 
@@ -526,21 +524,29 @@ def main(argv: list[str] | None = None) -> None:
         "becomes nan or inf, keeping the last good checkpoint. Runs under torchrun too.",
     )
     p.add_argument("--preset", help="model preset: tiny, shakespeare, gpt2 (default: shakespeare)")
-    p.add_argument("--steps", type=_integer(1), help="optimizer steps (default: 3000)")
+    p.add_argument("--steps", type=_integer(1), help=f"optimizer steps (default: {DEFAULT.max_steps})")
     p.add_argument(
         "--minutes",
         type=POSITIVE,
         help="train for this much wall time instead of --steps: measures this machine's pace, then chooses the "
         "model's shape, batch, learning rate and steps for the budget from the scaling study (appendix 10)",
     )
-    p.add_argument("--batch-size", type=_integer(1), help="sequences per micro-batch and process (default: 8)")
-    p.add_argument("--grad-accum", type=_integer(1), help="micro-batches per step (default: 1)")
-    p.add_argument("--lr", type=POSITIVE, help="peak learning rate (default: 2e-3)")
+    p.add_argument(
+        "--batch-size", type=_integer(1), help=f"sequences per micro-batch and process (default: {DEFAULT.batch_size})"
+    )
+    p.add_argument("--grad-accum", type=_integer(1), help=f"micro-batches per step (default: {DEFAULT.grad_accum})")
+    p.add_argument("--lr", type=POSITIVE, help=f"peak learning rate (default: {_exponent(DEFAULT.lr)})")
     p.add_argument("--min-lr", type=POSITIVE, help="final learning rate (default: lr / 10)")
-    p.add_argument("--warmup", type=_integer(0), help="warmup steps (default: 100)")
-    p.add_argument("--eval-interval", type=_integer(1), help="steps between evaluations and saves (default: 250)")
-    p.add_argument("--eval-batches", type=_integer(1), help="fixed batches per evaluation (default: 20)")
-    p.add_argument("--seed", type=SEED, help="random seed (default: 1337)")
+    p.add_argument("--warmup", type=_integer(0), help=f"warmup steps (default: {DEFAULT.warmup_steps})")
+    p.add_argument(
+        "--eval-interval",
+        type=_integer(1),
+        help=f"steps between evaluations and saves (default: {DEFAULT.eval_interval})",
+    )
+    p.add_argument(
+        "--eval-batches", type=_integer(1), help=f"fixed batches per evaluation (default: {DEFAULT.eval_batches})"
+    )
+    p.add_argument("--seed", type=SEED, help=f"random seed (default: {DEFAULT.seed})")
     p.add_argument(
         "--tokenizer",
         choices=["char", "bpe"],
@@ -555,14 +561,20 @@ def main(argv: list[str] | None = None) -> None:
         "--dtype",
         choices=["float32", "bfloat16"],
         help="bfloat16: forward pass and loss under bfloat16 autocast, weights stay float32; for GPUs (a CPU without "
-        "bfloat16 units emulates it, many times slower) (default: float32)",
+        f"bfloat16 units emulates it, many times slower) (default: {DEFAULT.dtype})",
     )
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
+    )
     p.add_argument("--out", default="runs/shakespeare", help="output directory (default: runs/shakespeare)")
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out with its own settings; only --steps (more) and --device may be given",
+        help="continue the run in --out with its own settings; only --steps (more), --device and --compile may be "
+        "given",
     )
     p.set_defaults(run=train)
 
@@ -607,6 +619,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     chosen.add_argument("--checkpoint", default=None, help="a checkpoint from `tinytorch train` instead")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
+    )
     p.add_argument("--no-stream", action="store_true", help="print the whole text at the end instead of streaming")
     p.set_defaults(run=complete)
 

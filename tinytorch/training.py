@@ -3,7 +3,6 @@
 # %% auto #0
 __all__ = [
     "get_batch",
-    "TrainConfig",
     "make_optimizer",
     "autocast",
     "get_lr",
@@ -23,8 +22,8 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -33,9 +32,9 @@ from torch import nn
 from tqdm import tqdm
 
 from .bpe import BPETokenizer
-from .config import _check_seed
 from .embeddings import CharTokenizer, check_id_range
 from .gpt import GPT, next_token_loss
+from .train_config import TrainConfig  # Build 7: in a module of its own, which the CLI reads without torch
 
 
 # %% ../notebooks/06_training.ipynb #44775b06
@@ -46,48 +45,6 @@ def get_batch(ids: torch.Tensor, batch_size: int, block_size: int, generator: to
     starts = torch.randint(len(ids) - block_size, (batch_size,), generator=generator)  # (B,)
     windows = ids[starts[:, None] + torch.arange(block_size + 1)].long()  # (B, T + 1), int64 whatever ids holds
     return windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
-
-
-# %% ../notebooks/06_training.ipynb #cb0750b9
-@dataclass(frozen=True)
-class TrainConfig:
-    """How to train: steps, batch, learning-rate schedule, regularization, evaluation."""
-
-    max_steps: int = 200
-    batch_size: int = 12  # sequences per micro-batch (per process)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-3  # peak learning rate, reached after warmup
-    min_lr: float = 1e-4  # learning rate at the end of the cosine decay
-    warmup_steps: int = 20
-    weight_decay: float = 0.1  # on matrices only
-    grad_clip: float = 1.0  # max global gradient norm
-    eval_interval: int = 50  # steps between evaluations
-    eval_batches: int = 8  # fixed batches per evaluation
-    seed: int = 1337
-    dtype: str = "float32"  # "bfloat16": forward and loss under bfloat16 autocast; weights and optimizer stay float32
-
-    def __post_init__(self) -> None:
-        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "warmup_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-            if value <= 0 and name != "warmup_steps":
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value}")
-        _check_seed(self.seed)
-        if not 0 <= self.warmup_steps <= self.max_steps:
-            raise ValueError(f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}")
-        if not 0 < self.min_lr <= self.lr:
-            raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
-        if self.weight_decay < 0 or self.grad_clip <= 0:
-            raise ValueError(f"need weight_decay >= 0 and grad_clip > 0, got {self.weight_decay}, {self.grad_clip}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
 
 # %% ../notebooks/06_training.ipynb #d3dd6d65
@@ -153,7 +110,14 @@ def train_step(
     if dist.is_initialized():
         dist.all_reduce(loss)  # summed over the processes: a nan or inf on one reaches them all
         loss /= dist.get_world_size()
-    if torch.isfinite(loss) and torch.isfinite(norm):  # else the step would spread the nan into the weights
+    finite = torch.isfinite(loss) & torch.isfinite(norm)  # else the step would spread the nan into the weights
+    if isinstance(optimizer, torch.optim.Adam) and optimizer.defaults.get("fused"):  # AdamW too
+        optimizer.found_inf = (~finite).float()  # the fused kernel skips the step if it is 1: no wait for a GPU
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif finite:  # here Python must read the GPU's answer, so it waits for it
         optimizer.step()
     return loss, norm
 
@@ -165,15 +129,28 @@ def fixed_batches(ids: torch.Tensor, n: int, batch_size: int, block_size: int, s
     return [get_batch(ids, batch_size, block_size, generator) for _ in range(n)]
 
 
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on `device`; to a CUDA GPU from pinned (page-locked) memory without waiting, so the copy overlaps the GPU's
+    work."""
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: list) -> float:
-    """Mean next-token loss of the model on the batches, in eval mode."""
+def evaluate(model: nn.Module, batches: list, forward: AbstractContextManager | None = None) -> float:
+    """Mean next-token loss of the model on the batches, in eval mode, their forward passes inside `forward` (train's
+    autocast). The losses are read once, at the end: Python waits for a GPU each time it reads a number."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    losses = [next_token_loss(model(x.to(device)), y.to(device)).item() for x, y in batches]
+    losses = []
+    for x, y in batches:
+        with forward or nullcontext():
+            losses.append(next_token_loss(model(_to_device(x, device)), _to_device(y, device)))  # scalar
     model.train(was_training)
-    return sum(losses) / len(losses)
+    values = torch.stack(losses).tolist()
+    return sum(values) / len(values)
 
 
 # %% ../notebooks/06_training.ipynb #cb48d486
@@ -263,6 +240,21 @@ class Callback:
         """On Ctrl-C or SIGTERM, after the step in progress, before `train` raises TrainingInterrupted."""
 
 
+@contextmanager
+def _tf32(device: torch.device) -> Iterator[None]:
+    """While active, float32 matrix products on a CUDA GPU use its TF32 units (a 10-bit mantissa, several times
+    faster); elsewhere nothing changes."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")  # TF32
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def train(
     model: GPT,
     tokenizer: CharTokenizer | BPETokenizer,
@@ -275,9 +267,10 @@ def train(
     """Train `model` in place; returns the evaluations. The callbacks are called at the run's moments (appendix 09
     saves and resumes through them, appendix 10 keeps a deadline).
 
-    Stops with TrainingDiverged if the loss stops being a finite number, with TrainingInterrupted on Ctrl-C or
-    SIGTERM (after the step in progress). Under torchrun every process draws the same global batch and trains on its
-    own slice of it.
+    Stops with TrainingDiverged if the loss stops being a finite number (found within cfg.log_interval steps, always
+    before an evaluation or a save), with TrainingInterrupted on Ctrl-C or SIGTERM (after the step in progress).
+    Under torchrun every process draws the same global batch and trains on its own slice of it. On a CUDA GPU the
+    float32 matrix products use TF32.
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device, T = next(model.parameters()).device, model.config.block_size
@@ -298,7 +291,18 @@ def train(
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     model.train()
     bar = tqdm(initial=run.step, total=run.cfg.max_steps, disable=not progress or rank != 0)
-    with bar, _StopAfterStep() as stop:  # the bar is closed however the run ends: a message then starts a line
+    unread = []  # (loss, norm) of the steps since Python last read them: each read waits for a GPU
+
+    def read() -> None:
+        """Read the unread steps' losses and norms at once; TrainingDiverged at the first that is not finite."""
+        values = torch.stack([torch.stack(pair).float() for pair in unread]).tolist()  # [[loss, norm], ...]
+        for step, (loss, norm) in enumerate(values, start=run.step - len(values) + 1):
+            if not (math.isfinite(loss) and math.isfinite(norm)):  # that step left the weights as they were
+                raise TrainingDiverged(step, f"the loss is {loss:.4g}, the gradient norm {norm:.4g}", run.cfg)
+        unread.clear()
+        bar.set_postfix(loss=f"{values[-1][0]:.3f}")
+
+    with bar, _StopAfterStep() as stop, _tf32(device):  # the bar is closed however the run ends
         while run.step < run.cfg.max_steps:
             cfg, mine = run.cfg, slice(rank * run.cfg.batch_size, (rank + 1) * run.cfg.batch_size)
             for group in run.optimizer.param_groups:
@@ -306,16 +310,15 @@ def train(
             batches = []
             for _ in range(cfg.grad_accum):
                 x, y = get_batch(train_ids, cfg.batch_size * world, T, run.generator)  # the global batch: (world*B, T)
-                batches.append((x[mine].to(device), y[mine].to(device)))  # this process's slice: (B, T)
-            loss, norm = train_step(ddp, run.optimizer, batches, cfg.grad_clip, forward)
-            if not (torch.isfinite(loss) and torch.isfinite(norm)):  # the weights were left as they were
-                reason = f"the loss is {loss.item():.4g}, the gradient norm {norm.item():.4g}"
-                raise TrainingDiverged(run.step + 1, reason, cfg)
+                batches.append((_to_device(x[mine], device), _to_device(y[mine], device)))  # this process's: (B, T)
+            unread.append(train_step(ddp, run.optimizer, batches, cfg.grad_clip, forward))
             run.step += 1
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if run.step % cfg.eval_interval == 0 or run.step == cfg.max_steps:
+            evaluating = run.step % cfg.eval_interval == 0 or run.step == cfg.max_steps
+            if evaluating or run.step % cfg.log_interval == 0:
+                read()  # a diverged run is neither evaluated nor saved
+            if evaluating:
                 began = time.perf_counter()
-                record = {"step": run.step, **{k: evaluate(model, b) for k, b in eval_sets.items()}}
+                record = {"step": run.step, **{k: evaluate(model, b, forward) for k, b in eval_sets.items()}}
                 if not (math.isfinite(record["train"]) and math.isfinite(record["val"])):
                     raise TrainingDiverged(run.step, f"the evaluation gave {record}", cfg)
                 run.history.append(record)
@@ -326,8 +329,12 @@ def train(
                 callback.on_step(run)  # appendix 10 refits max_steps here
             bar.total = run.cfg.max_steps
             if stop.requested:  # Ctrl-C was pressed (or SIGTERM came) during this step
+                if unread:
+                    read()  # appendix 09 saves the run now: not if it diverged
                 for callback in callbacks:
                     callback.on_stop(run)
                 raise TrainingInterrupted(run.step, stop.requested)
             bar.update()
+        if unread:  # a callback ended the run without an evaluation
+            read()
     return run.history
