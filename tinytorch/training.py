@@ -153,7 +153,7 @@ def evaluate(model: nn.Module, batches: list, forward: AbstractContextManager | 
     return sum(values) / len(values)
 
 
-# %% ../notebooks/06_training.ipynb #cb48d486
+# %% ../notebooks/06_training.ipynb #81908a44
 class TrainingDiverged(RuntimeError):
     """`train` stopped: the loss or the gradients were no longer finite numbers (too high a learning rate?). Nothing
     was saved after the last good evaluation."""
@@ -255,6 +255,7 @@ def _tf32(device: torch.device) -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
+# %% ../notebooks/06_training.ipynb #cb48d486
 def train(
     model: GPT,
     tokenizer: CharTokenizer | BPETokenizer,
