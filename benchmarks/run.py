@@ -18,6 +18,7 @@ schedule fitted to the budget, validation loss against training time (evaluation
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -168,10 +169,10 @@ def peak_training_memory(batch_size: int) -> int:
 
 
 def course_seconds() -> float:
-    """Wall time of re-executing every notebook under nbval."""
+    """Wall time of re-executing every notebook under nbval, as scripts/test.sh does: two at a time, one thread each."""
     start = time.perf_counter()
-    command = [sys.executable, "-m", "pytest", "-q", "notebooks/"]
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    command = [sys.executable, "-m", "pytest", "-q", "notebooks/", "-n", "2", "--dist", "loadfile"]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return time.perf_counter() - start
 
 

@@ -298,25 +298,33 @@ def _from_notebook(name: str, path: str, mtime: int) -> Any:
     except (OSError, ValueError, KeyError):
         return None
     chapter = PIECES[name].chapter
+    definitions = []  # every function and class, in order, up to the piece's own cell (not the cells' code)
+    for cell in cells:
+        definitions += _top_level(cell, (ast.FunctionDef, ast.ClassDef))
+        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == name:
+            break  # the learner's cell: what follows may redefine the name (a check cell returns tinytorch's)
+    else:
+        return None
+    nodes = [node for source in definitions for node in ast.walk(ast.parse(source))]
+    local = {name for node in nodes if isinstance(node, (ast.Import, ast.ImportFrom)) for name in _bound(node)}
+    used = {node.id for node in nodes if isinstance(node, ast.Name)} - local  # a function's own import: not needed
     namespace: dict[str, Any] = {"__name__": f"notebook_{chapter}"}
-    for cell in cells:  # first every cell's imports, with the learner's earlier modules in place of tinytorch's
+    for cell in cells:  # the imports the definitions use, with the learner's earlier modules in place of tinytorch's
         for statement in _top_level(cell, (ast.Import, ast.ImportFrom)):
+            bound = _bound_names(statement)
+            if "*" not in bound and bound.isdisjoint(used):
+                continue  # e.g. transformers, which a cell that compares imports: seconds to import, unused here
             try:
                 exec(compile(statement, path, "exec"), namespace)
             except Exception:  # an import that fails here fails in the learner's notebook too, where they see it
                 continue
             for other in _imported_pieces(statement, chapter):
                 namespace[other] = from_notebook(other, Path(path).parent) or namespace[other]
-    for cell in cells:  # then every function and class, in order, up to the piece's own cell (not the cells' code)
-        for statement in _top_level(cell, (ast.FunctionDef, ast.ClassDef)):
-            try:
-                exec(compile(statement, path, "exec"), namespace)
-            except Exception:
-                continue
-        if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") == name:
-            break  # the learner's cell: what follows may redefine the name (a check cell returns tinytorch's)
-    else:
-        return None
+    for source in definitions:
+        try:
+            exec(compile(source, path, "exec"), namespace)
+        except Exception:
+            continue
     answer = namespace.get(name)
     return answer if answer is not None and evaluate(name, answer).status == "built" else None
 
@@ -336,6 +344,16 @@ def _top_level(cell: dict, kinds: tuple[type, ...]) -> list[str]:
         for node in tree.body
         if isinstance(node, kinds)
     ]
+
+
+def _bound(node: ast.Import | ast.ImportFrom) -> set[str]:
+    """The names an import binds (`import torch.nn as nn` binds nn, `import torch.nn` torch); "*" for a star."""
+    return {alias.asname or alias.name.split(".")[0] for alias in node.names}
+
+
+def _bound_names(source: str) -> set[str]:
+    """The names the import statement `source` binds."""
+    return {name for node in ast.parse(source).body for name in _bound(node)}
 
 
 def _imported_pieces(source: str, chapter: str) -> list[str]:
