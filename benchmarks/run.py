@@ -327,11 +327,11 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | Non
     evaluate, start, spent = training.evaluate, time.perf_counter(), 0.0
     marks = []  # training minutes at each evaluation (train() evaluates the train, then the val batches)
 
-    def timed_evaluate(model, batches):
+    def timed_evaluate(model, batches, *args):
         nonlocal spent
         began = time.perf_counter()
         marks.append((began - start - spent) / 60)
-        loss = evaluate(model, batches)
+        loss = evaluate(model, batches, *args)
         spent += time.perf_counter() - began
         return loss
 

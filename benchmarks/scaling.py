@@ -44,10 +44,11 @@ def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
             weight_decay=spec.get("weight_decay", 0.1),
             eval_interval=10**9,  # one evaluation: at the last step
             eval_batches=20,
+            seed=spec.get("seed", 1337),  # the batches' order and the evaluation's fixed batches
         )
 
     pace = seconds_per_step(config, spec["batch_size"], train_ids, torch.device("cpu"), seconds=3.0)
-    torch.manual_seed(1337)
+    torch.manual_seed(spec.get("seed", 1337))  # the initial weights
     model = GPT(config)
     deadline = time.perf_counter() + 60 * spec["minutes"]  # train() refits its steps to end then (appendix 10)
     history = timed_train(model, tokenizer, train_ids, val_ids, recipe(round(60 * spec["minutes"] / pace)), deadline)
