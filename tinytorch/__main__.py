@@ -54,7 +54,7 @@ TRAIN_DEFAULTS |= dict(preset="shakespeare", tokenizer="char", vocab_size=None) 
 RESUMED_FIELDS = {option: field for option, field in TRAIN_OPTIONS.items() if field not in (None, "max_steps")}
 # the options --minutes chooses itself, or that its study did not vary: all but the evaluation's batches and the seed
 PLANNED = tuple(option for option in TRAIN_OPTIONS if option not in ("eval_batches", "seed"))
-SHIPPED_MODEL_NAMES = ("shakespeare", "shakespeare-bpe")  # tinytorch.generation.SHIPPED_MODELS, without importing torch
+SHIPPED_MODEL_NAMES = ("shakespeare", "shakespeare-bpe")  # tinytorch.checkpoint.SHIPPED_MODELS, without importing torch
 
 
 class _Terminated(KeyboardInterrupt):
@@ -324,7 +324,8 @@ def _resumed_settings(checkpoint, given: dict):
 def complete(args: argparse.Namespace) -> None:
     """Complete a phrase with a shipped Shakespeare model (--model) or --checkpoint, printing as it goes."""
     from tinytorch.config import get_device
-    from tinytorch.generation import load_pretrained, stream_text
+    from tinytorch.checkpoint import load_pretrained
+    from tinytorch.generation import stream_text
 
     source = args.model if args.checkpoint is None else _checkpoint_file(args.checkpoint)
     try:

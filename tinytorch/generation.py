@@ -2,11 +2,7 @@
 
 # %% auto #0
 __all__ = [
-    "PRETRAINED",
-    "SHIPPED_MODELS",
     "ONE_THREAD_BELOW",
-    "checkpoint_path",
-    "load_pretrained",
     "top_k_filter",
     "top_p_filter",
     "apply_repetition_penalty",
@@ -16,52 +12,21 @@ __all__ = [
     "stream_tokens",
     "generate",
     "stream_text",
-    "complete",
 ]
 
 # %% ../notebooks/07_generation.ipynb #5a20b4fd
 import codecs
-import functools
 import math
 import os
 import time
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 
 import torch
 
 from .bpe import BPETokenizer
-from .checkpoint import load_checkpoint
 from .config import GPTConfig
 from .embeddings import CharTokenizer, check_id_range
 from .gpt import GPT
-
-# %% ../notebooks/07_generation.ipynb #3392605d
-PRETRAINED = Path(str(resources.files("tinytorch"))) / "checkpoints" / "shakespeare.safetensors"
-SHIPPED_MODELS = {"shakespeare": PRETRAINED, "shakespeare-bpe": PRETRAINED.with_name("shakespeare_bpe.safetensors")}
-
-
-# %% ../notebooks/07_generation.ipynb #93808336
-def checkpoint_path(name_or_path: str | Path) -> Path:
-    """The file of a shipped model (a name in SHIPPED_MODELS) or the checkpoint file given."""
-    if not isinstance(name_or_path, str | Path):
-        raise TypeError(f"name_or_path must be a str or Path, got {type(name_or_path).__name__}")
-    path = SHIPPED_MODELS.get(str(name_or_path), Path(name_or_path))
-    if not path.is_file():
-        shipped = ", ".join(SHIPPED_MODELS)
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; name a shipped model ({shipped}) or a file from tinytorch train"
-        )
-    return path
-
-
-def load_pretrained(
-    name_or_path: str | Path = "shakespeare", device: str | torch.device = "cpu"
-) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    """(model, tokenizer) of a shipped model (a name in SHIPPED_MODELS) or of a checkpoint file."""
-    checkpoint = load_checkpoint(checkpoint_path(name_or_path), device)
-    return checkpoint.model.eval(), checkpoint.tokenizer
 
 
 # %% ../notebooks/07_generation.ipynb #3d208cda
@@ -355,23 +320,3 @@ def stream_text(
             yield piece
     if utf8 is not None and (rest := utf8.decode(b"", final=True)):
         yield rest  # bytes of an unfinished character at the end: shown as �
-
-
-# %% ../notebooks/07_generation.ipynb #6467ae3d
-@functools.lru_cache(maxsize=2)
-def _cached_pretrained(path: Path) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    return load_pretrained(path)
-
-
-def complete(
-    prompt: str,
-    max_new_tokens: int = 200,
-    temperature: float = 0.8,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    model: str | Path = "shakespeare",
-) -> str:
-    """The prompt followed by the continuation of `model` (a shipped model's name or a checkpoint file), as text."""
-    gpt, tokenizer = _cached_pretrained(checkpoint_path(model))
-    return "".join(stream_text(gpt, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed))
