@@ -503,6 +503,16 @@ def _version() -> str:
     return f"tinytorch {version('tinytorch')} (torch {torch.__version__}, Python {sys.version.split()[0]})"
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    """--device and --compile, which `train` and `complete` both take."""
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = _Parser(prog="tinytorch", description="A small GPT, built from scratch.")
     parser.add_argument("--version", action=_Version, help="show the versions of tinytorch, torch and Python and exit")
@@ -561,12 +571,7 @@ def main(argv: list[str] | None = None) -> None:
         help="bfloat16: forward pass and loss under bfloat16 autocast, weights stay float32; for GPUs (a CPU without "
         f"bfloat16 units emulates it, many times slower) (default: {DEFAULT.dtype})",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
-    )
+    _add_device_options(p)
     p.add_argument("--out", default="runs/shakespeare", help="output directory (default: runs/shakespeare)")
     p.add_argument(
         "--resume",
@@ -616,12 +621,7 @@ def main(argv: list[str] | None = None) -> None:
         "(default: shakespeare)",
     )
     chosen.add_argument("--checkpoint", default=None, help="a checkpoint from `tinytorch train` instead")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
-    )
+    _add_device_options(p)
     p.add_argument("--no-stream", action="store_true", help="print the whole text at the end instead of streaming")
     p.set_defaults(run=complete)
 
