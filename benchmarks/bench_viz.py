@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import torch
 
 import tinytorch
-from tinytorch.generation import load_pretrained
+from tinytorch.checkpoint import load_pretrained
 from tinytorch.viz import AttentionExplorer
 
 ROUNDS = 7

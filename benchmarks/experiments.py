@@ -9,6 +9,7 @@ appending each result as it finishes (an interrupted study resumes). The chapter
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,8 @@ class Study:
     function: str  # the function it defines: function(*run) -> a float (the validation loss) or a dict
     keys: tuple[str, ...]  # the names of a run's arguments
     runs: tuple[tuple, ...]
+    variable: str  # the name of the literal the chapter holds the results in
+    summarize: Callable[[list[dict]], dict]  # the runs' records, in order of steps and seed -> that literal
 
     @property
     def results(self) -> Path:
@@ -35,6 +38,27 @@ RUNGS = ("attention alone", "+ direct path", "+ MLP", "+ LayerNorm", "GPT, 1 blo
 RUNGS += ("LayerNorm, no direct path",)  # a control: rung 4 without its residual connections
 LONGER = ("attention alone", "GPT, 1 block", "GPT, 2 blocks")  # also trained for 3,000 steps, seed 0
 CONTENDERS = ("characters", "BPE 320", "BPE 1,024")
+
+
+def ladder(found: list[dict]) -> dict:
+    """rung -> {steps: [validation loss of each seed]}."""
+    rungs = {rung: {} for rung in RUNGS}
+    for r in found:
+        rungs[r["rung"]].setdefault(r["steps"], []).append(round(r["val"], 3))
+    return rungs
+
+
+def subwords(found: list[dict]) -> dict:
+    """contender -> {"chars_per_token": ..., "flops_per_token": ..., "val": [[nats per token at each evaluation] for
+    each seed]}."""
+    short = {}
+    for r in found:
+        entry = short.setdefault(r["name"], dict(chars_per_token=round(r["chars_per_token"], 4), val=[]))
+        entry["flops_per_token"] = r["flops_per_token"]
+        entry["val"].append([round(v, 3) for v in r["val"]])
+    return {name: short[name] for name in CONTENDERS if name in short}
+
+
 STUDIES = {
     "ladder": Study(
         "ladder",
@@ -42,6 +66,8 @@ STUDIES = {
         "train_rung",
         ("rung", "seed", "steps"),
         tuple((rung, seed, 600) for rung in RUNGS for seed in (0, 1, 2)) + tuple((rung, 0, 3000) for rung in LONGER),
+        "LADDER",
+        ladder,
     ),
     "subwords": Study(
         "subwords",
@@ -49,6 +75,8 @@ STUDIES = {
         "short_run",
         ("name", "seed"),
         tuple((name, seed) for name in CONTENDERS for seed in (0, 1, 2)),
+        "SHORT",
+        subwords,
     ),
 }
 
@@ -87,22 +115,9 @@ for args in {todo!r}:
 
 
 def literal(name: str) -> dict:
-    """What the study's chapter holds (LADDER, SHORT), from its results file, rounded to three decimals.
-
-    ladder: rung -> {steps: [validation loss of each seed]}; subwords: contender -> {"chars_per_token": ...,
-    "flops_per_token": ..., "val": [[nats per token at each evaluation] for each seed]}."""
-    found = sorted(records(STUDIES[name]), key=lambda r: (r.get("steps", 0), r["seed"]))
-    if name == "ladder":
-        ladder = {rung: {} for rung in RUNGS}
-        for r in found:
-            ladder[r["rung"]].setdefault(r["steps"], []).append(round(r["val"], 3))
-        return ladder
-    short = {}
-    for r in found:
-        entry = short.setdefault(r["name"], dict(chars_per_token=round(r["chars_per_token"], 4), val=[]))
-        entry["flops_per_token"] = r["flops_per_token"]
-        entry["val"].append([round(v, 3) for v in r["val"]])
-    return {name: short[name] for name in CONTENDERS if name in short}
+    """What the study's chapter holds (its `variable`), from its results file, rounded to three decimals."""
+    study = STUDIES[name]
+    return study.summarize(sorted(records(study), key=lambda r: (r.get("steps", 0), r["seed"])))
 
 
 if __name__ == "__main__":
@@ -111,6 +126,6 @@ if __name__ == "__main__":
     parser.add_argument("--report", action="store_true", help="print the chapter's literal, from the results file")
     args = parser.parse_args()
     if args.report:
-        print(f"{'LADDER' if args.study == 'ladder' else 'SHORT'} = {literal(args.study)!r}")
+        print(f"{STUDIES[args.study].variable} = {literal(args.study)!r}")
     else:
         run(STUDIES[args.study])

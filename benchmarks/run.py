@@ -30,8 +30,9 @@ from pathlib import Path
 import torch
 
 from tinytorch import generation
+from tinytorch.checkpoint import load_pretrained
 from tinytorch.config import GPTConfig, count_parameters
-from tinytorch.generation import KVCache, generate, load_pretrained, stream_text
+from tinytorch.generation import KVCache, generate, stream_text
 from tinytorch.gpt import GPT, estimate_flops_per_token, next_token_loss
 from tinytorch.training import TrainConfig, make_optimizer
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 import torch
 
+from tinytorch.checkpoint import complete, load_pretrained
 from tinytorch.checks import PIECES, from_notebook
-from tinytorch.generation import complete, load_pretrained
 from tinytorch.workbook import check_chapters, make_workbook
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tinytorch.checkpoint import load_checkpoint
-from tinytorch.generation import PRETRAINED
+from tinytorch.checkpoint import PRETRAINED, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "08_attention_explorer.ipynb"

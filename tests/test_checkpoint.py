@@ -350,7 +350,8 @@ def test_a_checkpoint_without_a_tokenizer_kind_loads_as_characters(tmp_path, tok
 
 
 def test_a_bpe_model_completes_any_unicode_prompt(tmp_path):
-    from tinytorch.generation import load_pretrained, stream_text
+    from tinytorch.checkpoint import load_pretrained
+    from tinytorch.generation import stream_text
 
     tokenizer = small_bpe()
     path = tmp_path / "c.safetensors"

@@ -1191,8 +1191,8 @@ def test_the_generation_milestone_waits_for_the_learners_gpt_and_sample(tmp_path
 
 
 def test_the_milestones_text_is_what_tinytorch_complete_prints():
+    from tinytorch.checkpoint import complete
     from tinytorch.checks.ch07_generation import _ROMEO
-    from tinytorch.generation import complete
 
     command = [sys.executable, "-m", "tinytorch", "complete", _ROMEO["prompt"], "--seed", str(_ROMEO["seed"])]
     command += ["--max-new-tokens", str(_ROMEO["max_new_tokens"]), "--device", "cpu", "--no-stream"]

@@ -306,7 +306,7 @@ def test_a_bpe_run_then_complete_any_unicode_prompt_then_resume_with_its_tokeniz
 
 def test_complete_with_the_shipped_subword_model_reads_any_unicode_prompt(tmp_path, capsys):
     from tinytorch.__main__ import SHIPPED_MODEL_NAMES
-    from tinytorch.generation import SHIPPED_MODELS
+    from tinytorch.checkpoint import SHIPPED_MODELS
 
     assert SHIPPED_MODEL_NAMES == tuple(SHIPPED_MODELS)  # the command's choices are the package's models
     text = run("complete", "café", "--model", "shakespeare-bpe", "--max-new-tokens", "5", "--seed", "1").stdout

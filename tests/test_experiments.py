@@ -12,8 +12,6 @@ _spec = importlib.util.spec_from_file_location("experiments", ROOT / "benchmarks
 experiments = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(experiments)
 
-HELD = {"ladder": ("06_training.ipynb", "LADDER"), "subwords": ("09_training_runs.ipynb", "SHORT")}
-
 
 def held(notebook: str, variable: str) -> object:
     """The literal assigned to `variable` in a code cell of the notebook."""
@@ -26,17 +24,19 @@ def held(notebook: str, variable: str) -> object:
     raise AssertionError(f"{notebook} assigns no {variable}")
 
 
-@pytest.mark.parametrize("study", sorted(HELD))
+@pytest.mark.parametrize("study", sorted(experiments.STUDIES))
 def test_the_chapter_holds_what_the_study_measured(study):
-    assert held(*HELD[study]) == experiments.literal(study), (
-        f"{HELD[study][0]}'s {HELD[study][1]} differs from benchmarks/{study}.jsonl: paste the output of "
+    plan = experiments.STUDIES[study]
+    assert held(plan.notebook, plan.variable) == experiments.literal(study), (
+        f"{plan.notebook}'s {plan.variable} differs from benchmarks/{study}.jsonl: paste the output of "
         f"`python benchmarks/experiments.py {study} --report`"
     )
 
 
-@pytest.mark.parametrize("study", sorted(HELD))
+@pytest.mark.parametrize("study", sorted(experiments.STUDIES))
 def test_every_planned_run_was_measured(study):
     plan = experiments.STUDIES[study]
-    done = {tuple(record[key] for key in plan.keys) for record in experiments.records(plan)}
+    found = experiments.records(plan)
+    done = {tuple(record[key] for key in plan.keys) for record in found}
     assert set(plan.runs) <= done, f"not measured yet: {sorted(set(plan.runs) - done)}"
-    assert len(done) == len(experiments.records(plan)), "a run is in the results file twice"
+    assert len(done) == len(found), "a run is in the results file twice"

@@ -9,15 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinytorch import generation
+from tinytorch.checkpoint import SHIPPED_MODELS, complete, load_pretrained
 from tinytorch.config import GPTConfig
 from tinytorch.generation import (
-    SHIPPED_MODELS,
     KVCache,
     apply_repetition_penalty,
-    complete,
     decoding_threads,
     generate,
-    load_pretrained,
     stream_text,
     top_k_filter,
     top_p_filter,

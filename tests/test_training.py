@@ -260,7 +260,7 @@ def test_cli_train_refuses_to_overwrite_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("name, bound", [("shakespeare", 2.12), ("shakespeare-bpe", 2.04)])
 def test_shipped_checkpoints_reach_their_recorded_validation_loss(name, bound):
     """Each shipped model's loss on the held-out plays is what its training recorded, in bits per character."""
-    from tinytorch.generation import SHIPPED_MODELS
+    from tinytorch.checkpoint import SHIPPED_MODELS
 
     checkpoint = load_checkpoint(SHIPPED_MODELS[name])
     cfg = TrainConfig(**checkpoint.meta["train_config"])

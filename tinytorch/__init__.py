@@ -30,12 +30,12 @@ _HOMES = {  # name -> the module that defines it, in course order
     "TrainConfig": "train_config",
     "train": "training",
     "KVCache": "generation",
-    "complete": "generation",
     "generate": "generation",
-    "load_pretrained": "generation",
     "stream_text": "generation",
     "atomic_write": "checkpoint",
+    "complete": "checkpoint",
     "load_checkpoint": "checkpoint",
+    "load_pretrained": "checkpoint",
     "save_checkpoint": "checkpoint",
 }
 

@@ -2,7 +2,6 @@
 learner `workbook` (write the chapters with stubs to fill in) and `check` (run them and say what is built)."""
 
 import argparse
-import math
 import os
 import shlex
 import shutil
@@ -14,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tinytorch.train_config import TrainConfig  # no torch: --help and a bad option answer without loading it
+from tinytorch.validation import check_int, check_number, check_seed
 
 
 def preview(args: argparse.Namespace) -> None:
@@ -54,7 +54,7 @@ TRAIN_DEFAULTS |= dict(preset="shakespeare", tokenizer="char", vocab_size=None) 
 RESUMED_FIELDS = {option: field for option, field in TRAIN_OPTIONS.items() if field not in (None, "max_steps")}
 # the options --minutes chooses itself, or that its study did not vary: all but the evaluation's batches and the seed
 PLANNED = tuple(option for option in TRAIN_OPTIONS if option not in ("eval_batches", "seed"))
-SHIPPED_MODEL_NAMES = ("shakespeare", "shakespeare-bpe")  # tinytorch.generation.SHIPPED_MODELS, without importing torch
+SHIPPED_MODEL_NAMES = ("shakespeare", "shakespeare-bpe")  # tinytorch.checkpoint.SHIPPED_MODELS, without importing torch
 
 
 class _Terminated(KeyboardInterrupt):
@@ -324,7 +324,8 @@ def _resumed_settings(checkpoint, given: dict):
 def complete(args: argparse.Namespace) -> None:
     """Complete a phrase with a shipped Shakespeare model (--model) or --checkpoint, printing as it goes."""
     from tinytorch.config import get_device
-    from tinytorch.generation import load_pretrained, stream_text
+    from tinytorch.checkpoint import load_pretrained
+    from tinytorch.generation import stream_text
 
     source = args.model if args.checkpoint is None else _checkpoint_file(args.checkpoint)
     try:
@@ -444,35 +445,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _integer(low: int, high: int | None = None):
-    """An argparse type: an int in [low, high)."""
+def _option(parse, expected: str, check):
+    """An argparse type: text that `parse` (int or float) reads and `check` (one of tinytorch.validation's, the
+    package's own checks) accepts; argparse's error says `expected`."""
 
-    def integer(text: str) -> int:
-        expected = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high})"
+    def option(text: str):
         try:
-            value = int(text)
+            value = parse(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < low or (high is not None and value >= high):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
-        return value
-
-    return integer
-
-
-def _number(expected: str, accept):
-    """An argparse type: a finite float for which accept(value) holds, described as `expected`."""
-
-    def number(text: str) -> float:
         try:
-            value = float(text)
+            check(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not math.isfinite(value) or not accept(value):
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}") from None
         return value
 
-    return number
+    return option
+
+
+def _integer(low: int):
+    """An argparse type: an int >= low."""
+    return _option(int, f"an integer >= {low}", lambda value: check_int("", value, low))
+
+
+def _number(expected: str, **bounds):
+    """An argparse type: a finite float within check_number's bounds (low, low_ok, high), described as `expected`."""
+    return _option(float, expected, lambda value: check_number("", value, **bounds))
 
 
 def _exponent(value: float) -> str:
@@ -481,8 +479,8 @@ def _exponent(value: float) -> str:
     return f"{float(mantissa):g}e{int(exponent)}"
 
 
-SEED = _integer(0, 2**63)
-POSITIVE = _number("a finite number > 0", lambda value: value > 0)
+SEED = _option(int, f"an integer in [0, {2**63})", check_seed)
+POSITIVE = _number("a finite number > 0", low=0, low_ok=False)
 
 
 class _Version(argparse.Action):
@@ -503,6 +501,16 @@ def _version() -> str:
     import torch
 
     return f"tinytorch {version('tinytorch')} (torch {torch.__version__}, Python {sys.version.split()[0]})"
+
+
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    """--device and --compile, which `train` and `complete` both take."""
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -563,12 +571,7 @@ def main(argv: list[str] | None = None) -> None:
         help="bfloat16: forward pass and loss under bfloat16 autocast, weights stay float32; for GPUs (a CPU without "
         f"bfloat16 units emulates it, many times slower) (default: {DEFAULT.dtype})",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
-    )
+    _add_device_options(p)
     p.add_argument("--out", default="runs/shakespeare", help="output directory (default: runs/shakespeare)")
     p.add_argument(
         "--resume",
@@ -597,14 +600,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--temperature",
-        type=_number("a finite number >= 0", lambda value: value >= 0),
+        type=_number("a finite number >= 0", low=0),
         default=0.8,
         help="0 = greedy; higher = more surprising (default: 0.8)",
     )
     p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely tokens")
     p.add_argument(
         "--top-p",
-        type=_number("a number in (0, 1]", lambda value: 0 < value <= 1),
+        type=_number("a number in (0, 1]", low=0, low_ok=False, high=1),
         default=None,
         help="sample only from the most likely tokens adding up to p",
     )
@@ -618,12 +621,7 @@ def main(argv: list[str] | None = None) -> None:
         "(default: shakespeare)",
     )
     chosen.add_argument("--checkpoint", default=None, help="a checkpoint from `tinytorch train` instead")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
-    p.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the model with torch.compile: faster on a GPU, after a slow start while it compiles",
-    )
+    _add_device_options(p)
     p.add_argument("--no-stream", action="store_true", help="print the whole text at the end instead of streaming")
     p.set_defaults(run=complete)
 

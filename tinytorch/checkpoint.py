@@ -4,6 +4,8 @@
 __all__ = [
     "CHECKPOINT_FORMAT",
     "TOKENIZERS",
+    "PRETRAINED",
+    "SHIPPED_MODELS",
     "atomic_write",
     "remove_leftovers",
     "tokenizer_to_dict",
@@ -12,6 +14,9 @@ __all__ = [
     "checkpoint_bytes",
     "Checkpoint",
     "load_checkpoint",
+    "checkpoint_path",
+    "load_pretrained",
+    "complete",
     "restore",
     "CheckpointNotSaved",
     "run_meta",
@@ -22,6 +27,7 @@ __all__ = [
 
 # %% ../notebooks/09_training_runs.ipynb #27eade6e
 import errno
+import functools
 import glob
 import json
 import os
@@ -29,6 +35,7 @@ import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -40,6 +47,7 @@ from .bpe import BPETokenizer
 from .config import GPTConfig, shapes_only
 from .data import VAL_PLAYS
 from .embeddings import CharTokenizer
+from .generation import stream_text
 from .gpt import GPT
 from .training import Callback, Run, TrainConfig
 
@@ -240,6 +248,53 @@ def _check_weights(path: Path, config: GPTConfig, weights: dict[str, torch.Tenso
             raise ValueError(f"{path}: {name} has dtype {value.dtype}; weights must be floating-point")
         if not torch.isfinite(value).all():
             raise ValueError(f"{path}: {name} holds NaN or infinite values (a diverged run?); use another checkpoint")
+
+
+# %% ../notebooks/09_training_runs.ipynb #3392605d
+PRETRAINED = Path(str(resources.files("tinytorch"))) / "checkpoints" / "shakespeare.safetensors"
+SHIPPED_MODELS = {"shakespeare": PRETRAINED, "shakespeare-bpe": PRETRAINED.with_name("shakespeare_bpe.safetensors")}
+
+
+# %% ../notebooks/09_training_runs.ipynb #93808336
+def checkpoint_path(name_or_path: str | Path) -> Path:
+    """The file of a shipped model (a name in SHIPPED_MODELS) or the checkpoint file given."""
+    if not isinstance(name_or_path, str | Path):
+        raise TypeError(f"name_or_path must be a str or Path, got {type(name_or_path).__name__}")
+    path = SHIPPED_MODELS.get(str(name_or_path), Path(name_or_path))
+    if not path.is_file():
+        shipped = ", ".join(SHIPPED_MODELS)
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; name a shipped model ({shipped}) or a file from tinytorch train"
+        )
+    return path
+
+
+def load_pretrained(
+    name_or_path: str | Path = "shakespeare", device: str | torch.device = "cpu"
+) -> tuple[GPT, CharTokenizer | BPETokenizer]:
+    """(model, tokenizer) of a shipped model (a name in SHIPPED_MODELS) or of a checkpoint file."""
+    checkpoint = load_checkpoint(checkpoint_path(name_or_path), device)
+    return checkpoint.model.eval(), checkpoint.tokenizer
+
+
+# %% ../notebooks/09_training_runs.ipynb #6467ae3d
+@functools.lru_cache(maxsize=2)
+def _cached_pretrained(path: Path) -> tuple[GPT, CharTokenizer | BPETokenizer]:
+    return load_pretrained(path)
+
+
+def complete(
+    prompt: str,
+    max_new_tokens: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    model: str | Path = "shakespeare",
+) -> str:
+    """The prompt followed by the continuation of `model` (a shipped model's name or a checkpoint file), as text."""
+    gpt, tokenizer = _cached_pretrained(checkpoint_path(model))
+    return "".join(stream_text(gpt, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed))
 
 
 # %% ../notebooks/09_training_runs.ipynb #bd3783f6

@@ -8,6 +8,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from .validation import check_int
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
     "shakespeare": dict(vocab_size=76, block_size=256, n_layer=6, n_head=6, n_embd=192),
@@ -29,11 +31,7 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
+            check_int(name, getattr(self, name), 1, expected="a positive integer")
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
@@ -88,18 +86,12 @@ import random
 import torch
 from torch import nn
 
-
-def _check_seed(seed: int, name: str = "seed") -> None:
-    """Raise a TypeError or ValueError unless `seed` is an int in [0, 2**63), which every generator accepts."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{name} must be an int, got {seed!r} ({type(seed).__name__})")
-    if not 0 <= seed < 2**63:
-        raise ValueError(f"{name} must be in [0, 2**63), got {seed}")
+from .validation import check_seed
 
 
 def set_seed(seed: int) -> None:
     """Seed Python's and PyTorch's random number generators (CPU and GPU)."""
-    _check_seed(seed)
+    check_seed(seed)
     random.seed(seed)
     torch.manual_seed(seed)
 

@@ -2,11 +2,7 @@
 
 # %% auto #0
 __all__ = [
-    "PRETRAINED",
-    "SHIPPED_MODELS",
     "ONE_THREAD_BELOW",
-    "checkpoint_path",
-    "load_pretrained",
     "top_k_filter",
     "top_p_filter",
     "apply_repetition_penalty",
@@ -16,52 +12,22 @@ __all__ = [
     "stream_tokens",
     "generate",
     "stream_text",
-    "complete",
 ]
 
 # %% ../notebooks/07_generation.ipynb #5a20b4fd
 import codecs
-import functools
 import math
 import os
 import time
 from collections.abc import Iterator
-from importlib import resources
-from pathlib import Path
 
 import torch
 
 from .bpe import BPETokenizer
-from .checkpoint import load_checkpoint
 from .config import GPTConfig
 from .embeddings import CharTokenizer, check_id_range
 from .gpt import GPT
-
-# %% ../notebooks/07_generation.ipynb #3392605d
-PRETRAINED = Path(str(resources.files("tinytorch"))) / "checkpoints" / "shakespeare.safetensors"
-SHIPPED_MODELS = {"shakespeare": PRETRAINED, "shakespeare-bpe": PRETRAINED.with_name("shakespeare_bpe.safetensors")}
-
-
-# %% ../notebooks/07_generation.ipynb #93808336
-def checkpoint_path(name_or_path: str | Path) -> Path:
-    """The file of a shipped model (a name in SHIPPED_MODELS) or the checkpoint file given."""
-    if not isinstance(name_or_path, str | Path):
-        raise TypeError(f"name_or_path must be a str or Path, got {type(name_or_path).__name__}")
-    path = SHIPPED_MODELS.get(str(name_or_path), Path(name_or_path))
-    if not path.is_file():
-        shipped = ", ".join(SHIPPED_MODELS)
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; name a shipped model ({shipped}) or a file from tinytorch train"
-        )
-    return path
-
-
-def load_pretrained(
-    name_or_path: str | Path = "shakespeare", device: str | torch.device = "cpu"
-) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    """(model, tokenizer) of a shipped model (a name in SHIPPED_MODELS) or of a checkpoint file."""
-    checkpoint = load_checkpoint(checkpoint_path(name_or_path), device)
-    return checkpoint.model.eval(), checkpoint.tokenizer
+from .validation import check_int, check_number
 
 
 # %% ../notebooks/07_generation.ipynb #3d208cda
@@ -135,37 +101,20 @@ class KVCache:
 
 
 # %% ../notebooks/07_generation.ipynb #92d40a06
-def _check_number(name: str, value, low: float, *, low_ok: bool, high: float = math.inf, fix: str = "") -> None:
-    """Raise a TypeError unless value is a real number, a ValueError unless it is finite and in range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}){fix}")
-    if not math.isfinite(value) or value < low or (value == low and not low_ok) or value > high:
-        bound = f"{'>=' if low_ok else '>'} {low:g}" + (f" and <= {high:g}" if high < math.inf else "")
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}{fix}")
-
-
-def _check_int(name: str, value, low: int, fix: str = "") -> None:
-    """Raise a TypeError unless value is an int (not a bool), a ValueError unless it is >= low."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__}){fix}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}{fix}")
-
-
 def _check_sampling(
     vocab_size, max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_return_sequences, eos_token_id
 ) -> None:
     """Raise a ValueError or TypeError that says what is wrong with a sampling setting and how to fix it."""
-    _check_int("max_new_tokens", max_new_tokens, 0)
-    _check_number("temperature", temperature, 0, low_ok=True, fix="; use 0 for greedy, about 0.8 for varied text")
+    check_int("max_new_tokens", max_new_tokens, 0)
+    check_number("temperature", temperature, 0, low_ok=True, fix="; use 0 for greedy, about 0.8 for varied text")
     if top_k is not None:
-        _check_int("top_k", top_k, 1, "; use None to keep every token")
+        check_int("top_k", top_k, 1, fix="; use None to keep every token")
     if top_p is not None:
-        _check_number("top_p", top_p, 0, low_ok=False, high=1, fix="; use None or 1.0 to keep every token")
-    _check_number("repetition_penalty", repetition_penalty, 0, low_ok=False, fix=" (1.0 means none)")
-    _check_int("num_return_sequences", num_return_sequences, 1)
+        check_number("top_p", top_p, 0, low_ok=False, high=1, fix="; use None or 1.0 to keep every token")
+    check_number("repetition_penalty", repetition_penalty, 0, low_ok=False, fix=" (1.0 means none)")
+    check_int("num_return_sequences", num_return_sequences, 1)
     if eos_token_id is not None:
-        _check_int("eos_token_id", eos_token_id, 0)
+        check_int("eos_token_id", eos_token_id, 0)
         if eos_token_id >= vocab_size:
             raise ValueError(f"eos_token_id must be a token id below vocab_size={vocab_size}, got {eos_token_id}")
 
@@ -340,7 +289,7 @@ def stream_text(
         raise ValueError(f"the prompt must be a non-empty string, got {prompt!r}; start the text, e.g. 'ROMEO:'")
     _check_sampling(tokenizer.vocab_size, max_new_tokens, temperature, top_k, top_p, 1.0, 1, None)  # before any text
     if seed is not None:
-        _check_int("seed", seed, 0, "; use None for a different text each time")
+        check_int("seed", seed, 0, fix="; use None for a different text each time")
     device = next(model.parameters()).device
     idx = torch.tensor([tokenizer.encode(prompt)], device=device)  # (1, T): unknown characters raise here
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
@@ -355,23 +304,3 @@ def stream_text(
             yield piece
     if utf8 is not None and (rest := utf8.decode(b"", final=True)):
         yield rest  # bytes of an unfinished character at the end: shown as �
-
-
-# %% ../notebooks/07_generation.ipynb #6467ae3d
-@functools.lru_cache(maxsize=2)
-def _cached_pretrained(path: Path) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    return load_pretrained(path)
-
-
-def complete(
-    prompt: str,
-    max_new_tokens: int = 200,
-    temperature: float = 0.8,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    model: str | Path = "shakespeare",
-) -> str:
-    """The prompt followed by the continuation of `model` (a shipped model's name or a checkpoint file), as text."""
-    gpt, tokenizer = _cached_pretrained(checkpoint_path(model))
-    return "".join(stream_text(gpt, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed))

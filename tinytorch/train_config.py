@@ -4,8 +4,9 @@
 __all__ = ["TrainConfig"]
 
 # %% ../notebooks/06_training.ipynb #cb0750b9
-import math
 from dataclasses import dataclass, field
+
+from .validation import check_int, check_number, check_seed
 
 
 @dataclass(frozen=True)
@@ -28,26 +29,15 @@ class TrainConfig:
     log_interval: int = field(default=10, repr=False)  # steps between reads of the loss (a GPU waits for each)
 
     def __post_init__(self) -> None:
-        counts = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval")
-        for name in (*counts, "warmup_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-            if value <= 0 and name != "warmup_steps":
-                raise ValueError(f"{name} must be a positive integer, got {value}")
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval"):
+            check_int(name, getattr(self, name), 1, expected="a positive integer")
+        within = f"in [0, max_steps={self.max_steps}]"
+        check_int("warmup_steps", self.warmup_steps, 0, expected=within)  # below 0: no hint
+        fix = "; give a warmup_steps of at most max_steps"
+        check_int("warmup_steps", self.warmup_steps, 0, self.max_steps, fix=fix, expected=within)
         for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-            if not math.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):  # as chapter 01's set_seed checks it
-            raise TypeError(f"seed must be an int, got {self.seed!r} ({type(self.seed).__name__})")
-        if not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be in [0, 2**63), got {self.seed}")
-        if not 0 <= self.warmup_steps <= self.max_steps:
-            fix = "; give a warmup_steps of at most max_steps" if self.warmup_steps > 0 else ""
-            raise ValueError(f"warmup_steps must be in [0, max_steps={self.max_steps}], got {self.warmup_steps}{fix}")
+            check_number(name, getattr(self, name))
+        check_seed(self.seed)  # as chapter 01's set_seed checks it
         if not 0 < self.min_lr <= self.lr:
             raise ValueError(f"need 0 < min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
         if self.weight_decay < 0 or self.grad_clip <= 0:

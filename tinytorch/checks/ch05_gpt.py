@@ -141,7 +141,7 @@ def _learners_gpt(gpt_class: Callable, config: GPTConfig, seed: int) -> torch.nn
 
 def _with_shipped_weights(gpt_class: Callable, seed: int) -> tuple[torch.nn.Module, GPT, CharTokenizer]:
     """(the learner's GPT with the shipped model's weights, the shipped model, its tokenizer): the milestones' start."""
-    from tinytorch.generation import load_pretrained  # the shipped model: chapter 07's loader, used here to read it
+    from tinytorch.checkpoint import load_pretrained  # the shipped model: appendix 09's loader, used here to read it
 
     shipped, tokenizer = load_pretrained()
     mine = _with_reference_weights(_learners_gpt(gpt_class, shipped.config, seed), shipped, "GPT", GPT_PARTS)
