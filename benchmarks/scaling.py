@@ -8,6 +8,7 @@ of training minutes on this machine, one run at a time. Each finished run is app
 import argparse
 import json
 import os
+import statistics
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -90,11 +91,48 @@ def shape(run: dict) -> str:
     return f"{run['n_layer']}x{run['n_embd']}, context {run['block_size']}"
 
 
+def repeats_section(repeats: list[dict], study: list[dict]) -> list[str]:
+    """Markdown: the repeated runs of each session, grouped by budget and shape (mean, range, seeds), and the
+    session machine's pace against the study's for the same shape and batch."""
+    lines = []
+    for session in sorted({r["session"] for r in repeats}):
+        mine = [r for r in repeats if r["session"] == session and not r.get("discarded")]
+        lines += [
+            "",
+            f"**Repeats, session {session}** (another machine: compare these runs with each other, not with the "
+            "study's). Each line: one recipe at one budget, every seed (the seed draws the weights, the batches "
+            "and the evaluation batches); the pace is the median of the runs' timed steps, and `speed` is the "
+            "study's pace for the same recipe divided by it (below 1: slower than the study's machine).",
+            "",
+            "| budget | shape | batch | lr | seeds | val loss, mean | range | each seed | steps | s/step | speed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        groups = {}
+        for r in mine:
+            groups.setdefault((r["minutes"], shape(r), r["batch_size"], r["lr"]), []).append(r)
+        for (minutes, name, batch, lr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            vals, steps = [r["val"] for r in rs], [r["steps"] for r in rs]
+            pace = statistics.median(r["seconds_per_step"] for r in rs)
+            theirs = [r["seconds_per_step"] for r in study if (shape(r), r["batch_size"]) == (name, batch)]
+            speed = f"{statistics.median(theirs) / pace:.2f}" if theirs else ""
+            lines.append(
+                f"| {minutes:g} min | {name} | {batch} | {lr:g} | {len(rs)} | **{statistics.mean(vals):.3f}** "
+                f"| {max(vals) - min(vals):.3f} | {', '.join(f'{v:.3f}' for v in vals)} "
+                f"| {', '.join(f'{n:,}' for n in steps)} | {pace:.4f} | {speed} |"
+            )
+        for r in repeats:
+            if r["session"] == session and r.get("discarded"):
+                lines.append(f"\nDiscarded: {shape(r)} at {r['minutes']:g} min, seed {r['seed']}: {r['discarded']}")
+    return lines
+
+
 def report() -> None:
     """scaling.md and scaling.png from scaling.jsonl: every run, the frontier, the goals and nanoGPT's numbers."""
     from run import machine, pyplot
 
-    runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    every = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    runs = [r for r in every if "session" not in r]  # the study, on its machine
+    repeats = [r for r in every if "session" in r]  # later sessions: other machines, compared only among themselves
     frontier = {}  # the best run of each budget among those that kept to it (at most 5% over)
     for r in runs:
         on_time = r["train_minutes"] <= 1.05 * r["minutes"]
@@ -147,6 +185,7 @@ def report() -> None:
             f"| {r['train_minutes']:.2f} | {r['tokens'] / 1e6:.1f}M | {r['train']:.3f} "
             f"| {r['val']:.3f} |"
         )
+    lines += repeats_section(repeats, runs)
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "scaling.md").write_text(text)
     print(text)
