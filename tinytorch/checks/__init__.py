@@ -156,6 +156,11 @@ _HINTS = [
     ("expected scalar type Long", "token ids must be int64: call .long()"),
     ("index out of range in self", "an id is too large for its embedding table: ids must be below its number of rows"),
     ("division by zero", "a count is 0 here: handle that case on its own (e.g. warmup_steps = 0 means no warmup)"),
+    (
+        "a leaf Variable that requires grad is being used in an in-place operation",
+        "an optimizer changes the weights in place, outside autograd: decorate step with @torch.no_grad()",
+    ),
+    ("not implemented for 'BFloat16'", "this operation does not take bfloat16: call .float() on the tensor first"),
 ]
 
 
@@ -382,4 +387,5 @@ from tinytorch.checks import (  # noqa: E402, F401
     ch08_attention_explorer,
     ch09_training_runs,
     ch10_budget,
+    ch11_modern,
 )
