@@ -423,7 +423,7 @@ def _spread_matrix(rows: int, cols: int, seed: int, decades: float = 3.0) -> tor
 @piece("orthogonalize", "11_modern", "Newton-Schulz: a matrix's singular values pushed towards 1", orthogonalize)
 def _verify_orthogonalize(orthogonalize: Callable) -> None:
     for rows, cols in [(24, 16), (12, 30)]:
-        G = _spread_matrix(rows, cols, seed=440 + rows, decades=2.0)
+        G = 4 * _spread_matrix(rows, cols, seed=440 + rows, decades=2.0)  # a gradient's size is anything
         call = f"orthogonalize(G) for G of shape ({rows}, {cols})"
         transposed = (
             f"{call} came back as ({cols}, {rows}): a tall G is turned (X.T) to work on the smaller Gram matrix; "
@@ -453,7 +453,7 @@ def _verify_orthogonalize(orthogonalize: Callable) -> None:
                 f"{_num(torch.linalg.svdvals(expected).min())} to {_num(torch.linalg.svdvals(expected).max())}: each "
                 "iteration is X = a·X + (b·A + c·A²)·X with A = X·Xᵀ"
             )
-    G = _spread_matrix(24, 16, seed=450, decades=2.0)
+    G = 4 * _spread_matrix(24, 16, seed=450, decades=2.0)
     one = orthogonalize(G.clone(), steps=1)
     if not _close_orthogonal(_shape(one, (24, 16)).detach().float(), orthogonalize_reference(G, steps=1).float()):
         raise Wrong("use the steps argument: orthogonalize(G, steps=1) runs one iteration")
@@ -494,12 +494,8 @@ def _muon_by_hand(weights, gradients, lr, momentum, weight_decay, steps, **optio
         for i, (w, g) in enumerate(zip(weights, grads, strict=False)):
             if not options.get("keep_state", True):
                 buffers[i] = torch.zeros_like(w)
-            if options.get("lerp", True):
-                buffers[i] = buffers[i].lerp(g, 1 - momentum)
-                ahead = g.lerp(buffers[i], momentum)
-            else:
-                buffers[i] = momentum * buffers[i] + g
-                ahead = g + momentum * buffers[i]
+            buffers[i] = buffers[i].lerp(g, 1 - momentum)
+            ahead = g.lerp(buffers[i], momentum)
             direction = ahead if options.get("nesterov", True) else buffers[i]
             update = orthogonalize(direction, steps).float() if options.get("orthogonal", True) else direction
             scale = {
