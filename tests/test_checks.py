@@ -59,6 +59,7 @@ COURSE = {
         "cached_sample",
         "milestone_romeo_completion",
     ],
+    "11_modern": ["RMSNorm", "rotary_cos_sin", "apply_rotary", "SwiGLU", "ModernAttention", "orthogonalize", "Muon"],
 }
 
 
@@ -614,6 +615,98 @@ def encode_chunk_one_merge(ids, ranks):
     return merge_pair(ids, pair, ranks[pair]) if pair in ranks else ids
 
 
+# chapter 11's functions: rotary angles, the rotation, Newton-Schulz
+
+
+def angles_of(head_size, block_size, theta=10000.0, exponent_step=2, first_position=0):
+    rates = theta ** -(torch.arange(0, head_size // 2, dtype=torch.float32) * exponent_step / head_size)
+    return torch.outer(torch.arange(first_position, first_position + block_size, dtype=torch.float32), rates)
+
+
+def rotary_cos_sin_interleaved(head_size, block_size, theta=10000.0):
+    angles = angles_of(head_size, block_size, theta).repeat_interleave(2, dim=-1)  # Meta's layout
+    return angles.cos(), angles.sin()
+
+
+def rotary_cos_sin_with_rates_of_one_over_hs(head_size, block_size, theta=10000.0):
+    angles = angles_of(head_size, block_size, theta, exponent_step=1).repeat(1, 2)
+    return angles.cos(), angles.sin()
+
+
+def rotary_cos_sin_from_position_one(head_size, block_size, theta=10000.0):
+    angles = angles_of(head_size, block_size, theta, first_position=1).repeat(1, 2)
+    return angles.cos(), angles.sin()
+
+
+def rotary_cos_sin_of_half_width(head_size, block_size, theta=10000.0):
+    angles = angles_of(head_size, block_size, theta)
+    return angles.cos(), angles.sin()
+
+
+def rotary_cos_sin_ignoring_theta(head_size, block_size, theta=10000.0):
+    angles = angles_of(head_size, block_size).repeat(1, 2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary_to_adjacent_pairs(x, cos, sin):
+    half = x.size(-1) // 2
+    even, odd = x[..., 0::2], x[..., 1::2]  # pairs (2i, 2i + 1)
+    c, s = cos[..., :half], sin[..., :half]
+    return torch.stack([even * c - odd * s, even * s + odd * c], dim=-1).flatten(-2)
+
+
+def apply_rotary_with_the_sign_on_the_first_half(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return (x * cos + torch.cat([x2, -x1], dim=-1) * sin).to(x.dtype)
+
+
+def apply_rotary_in_float32(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin  # float32 for a bfloat16 x
+
+
+def apply_rotary_in_place(x, cos, sin):
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return x.mul_(cos).add_(rotated * sin)
+
+
+QUINTIC = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(G, steps=5, eps=1e-7, coefficients=QUINTIC, scale=True, turn_back=True, clamp=True):
+    a, b, c = coefficients
+    X = G.bfloat16()
+    tall = G.size(0) > G.size(1)
+    X = X.mT if tall else X
+    if scale:
+        X = X / (X.norm().clamp(min=eps) if clamp else X.norm())
+    for _ in range(steps):
+        A = X @ X.mT
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.mT if tall and turn_back else X
+
+
+def orthogonalize_without_scaling(G, steps=5, eps=1e-7):
+    return newton_schulz(G, steps, eps, scale=False)
+
+
+def orthogonalize_without_turning_back(G, steps=5, eps=1e-7):
+    return newton_schulz(G, steps, eps, turn_back=False)
+
+
+def orthogonalize_with_cubic_coefficients(G, steps=5, eps=1e-7):
+    return newton_schulz(G, steps, eps, coefficients=(1.5, -0.5, 0.0))
+
+
+def orthogonalize_always_five_steps(G, steps=5, eps=1e-7):
+    return newton_schulz(G, 5, eps)
+
+
+def orthogonalize_without_clamping(G, steps=5, eps=1e-7):
+    return newton_schulz(G, steps, eps, clamp=False)
+
+
 SQRT = "√"
 MISTAKES = [
     # (piece, wrong answer, the message, or the start of it)
@@ -747,6 +840,24 @@ MISTAKES = [
     ),
     ("decode_step", decode_step_without_the_cache, "each block must read and extend its layer's cache"),
     ("decode_step", decode_step_returning_every_position, "return the logits of the last position only, (B, V)"),
+    ("rotary_cos_sin", rotary_cos_sin_interleaved, "rotary_cos_sin(8, 6): your angles are laid out pair by pair"),
+    ("rotary_cos_sin", rotary_cos_sin_with_rates_of_one_over_hs, "rotary_cos_sin(8, 6): pair i turns by"),
+    ("rotary_cos_sin", rotary_cos_sin_from_position_one, "rotary_cos_sin(8, 6): positions start at 0"),
+    ("rotary_cos_sin", rotary_cos_sin_of_half_width, "each of the hs/2 angles serves two entries, j and j + hs/2"),
+    ("rotary_cos_sin", rotary_cos_sin_ignoring_theta, "rotary_cos_sin(8, 6, theta=100) used 10,000 as the base"),
+    ("apply_rotary", apply_rotary_to_adjacent_pairs, "entry 0 turned into entry 1: you paired adjacent entries"),
+    ("apply_rotary", apply_rotary_with_the_sign_on_the_first_half, "the rotation turns the wrong way"),
+    ("apply_rotary", apply_rotary_in_float32, "for a bfloat16 x your apply_rotary returns torch.float32"),
+    ("apply_rotary", apply_rotary_in_place, "your apply_rotary changed its input x"),
+    ("orthogonalize", orthogonalize_without_scaling, "orthogonalize(G) for G of shape (24, 16) holds values as large"),
+    (
+        "orthogonalize",
+        orthogonalize_without_turning_back,
+        "orthogonalize(G) for G of shape (24, 16) came back as (16, 24)",
+    ),
+    ("orthogonalize", orthogonalize_with_cubic_coefficients, "orthogonalize(G) for G of shape (24, 16): those are the"),
+    ("orthogonalize", orthogonalize_always_five_steps, "use the steps argument"),
+    ("orthogonalize", orthogonalize_without_clamping, "a zero matrix (a layer that got no gradient) gives NaN"),
 ]
 
 
@@ -755,6 +866,11 @@ def test_a_typical_mistake_reads_wrong_with_its_message(name, answer, message):
     result = evaluate(name, answer)
     assert result.status == "wrong", result
     assert result.message.startswith(message), result.message
+
+
+def test_chapter_11_s_functions_have_at_least_two_mistakes_each_tested():
+    counts = Counter(name for name, _, _ in MISTAKES)
+    assert all(counts[name] >= 2 for name in ("rotary_cos_sin", "apply_rotary", "orthogonalize")), counts
 
 
 def test_no_scaling_reports_the_measured_variance():

@@ -20,6 +20,7 @@ from tinytorch.bpe import END_OF_TEXT
 from tinytorch.checks import PIECES, Result, evaluate
 from tinytorch.config import GPTConfig, count_parameters
 from tinytorch.gpt import GPT, estimate_flops_per_token, estimate_parameters, next_token_loss
+from tinytorch.modern import ModernConfig, orthogonalize
 from tinytorch.training import TrainConfig
 
 EXERCISES = {
@@ -35,6 +36,7 @@ EXERCISES = {
     "08_attention_explorer": ["my_previous_character_head", "my_row_entropy"],
     "09_training_runs": ["my_read_header", "my_state_bytes"],
     "10_budget": ["my_steps_for", "my_frontier"],
+    "11_modern": ["my_grouped_cache_bytes", "my_steps_to_half"],
 }
 EXPERIMENTS = ["my_short_run", "my_one_play_run"]  # on chapter 06's data: their references only say so
 LN_V = math.log(76)  # chapter 06's plays have 76 distinct characters
@@ -92,6 +94,8 @@ SIGNATURES = {  # the parameters of each exercise's function in the book
     "my_state_bytes": "(checkpoint)",
     "my_steps_for": "(minutes, seconds_per_step, evaluations, seconds_per_evaluation)",
     "my_frontier": "(runs)",
+    "my_grouped_cache_bytes": "(config, batch_size, bytes_per_number)",
+    "my_steps_to_half": "(G)",
 }
 
 
@@ -138,6 +142,8 @@ def test_the_references_give_the_numbers_the_book_states():
     assert PIECES["my_untied_params"].reference(gpt2) == 124_439_808 + 50257 * 768
     assert PIECES["my_training_days"].reference(gpt2, 1e9, 100e9) == pytest.approx(98.9, abs=0.05)
     assert PIECES["my_kv_cache_bytes"].reference(gpt2, 1) == 75_497_472
+    llama_8b = ModernConfig(vocab_size=128256, block_size=8192, n_layer=32, n_head=32, n_kv_head=8, n_embd=4096)
+    assert PIECES["my_grouped_cache_bytes"].reference(llama_8b, 1, 2) == 2**30  # chapter 11: 1 GiB
     assert PIECES["my_positions"].reference(5, 30, 16, True) == 5 + 11 + 18 * 16  # 11 cached steps, then refills
     assert PIECES["my_positions"].reference(5, 30, 16, False) == sum(min(5 + s, 16) for s in range(30))
     scaled, unscaled = (PIECES["my_written_into_stream"].reference(24, scale) for scale in (True, False))
@@ -675,6 +681,41 @@ def frontier_unsorted(runs):
     return best
 
 
+def grouped_cache_bytes_of_every_head(config, batch_size, bytes_per_number):
+    return 2 * config.n_layer * batch_size * config.block_size * config.n_embd * bytes_per_number
+
+
+def grouped_cache_bytes_of_keys_only(config, batch_size, bytes_per_number):
+    hs = config.n_embd // config.n_head
+    return config.n_layer * batch_size * config.n_kv_head * config.block_size * hs * bytes_per_number
+
+
+def grouped_cache_bytes_in_numbers(config, batch_size, bytes_per_number):
+    hs = config.n_embd // config.n_head
+    return 2 * config.n_layer * batch_size * config.n_kv_head * config.block_size * hs
+
+
+def steps_until_the_largest_passes(G):
+    steps = 1
+    while torch.linalg.svdvals(orthogonalize(G, steps).float()).max() <= 0.5:
+        steps += 1
+    return steps
+
+
+def steps_counted_from_zero(G):
+    steps = 1
+    while torch.linalg.svdvals(orthogonalize(G, steps).float()).min() <= 0.5:
+        steps += 1
+    return steps - 1
+
+
+def steps_on_bfloat16(G):
+    steps = 1
+    while torch.linalg.svdvals(orthogonalize(G, steps)).min() <= 0.5:
+        steps += 1
+    return steps
+
+
 MISTAKES = [
     # (piece, wrong answer, the message, or the start of it)
     ("my_batch_logits", batch_logits_for_128_tokens, "an id was too large for this model, whose vocab_size is 11"),
@@ -785,6 +826,17 @@ MISTAKES = [
     ("my_frontier", frontier_of_the_worst, "at budget 2 that is the run of the highest val"),
     ("my_frontier", frontier_of_losses, "the value of budget 2 is a float"),
     ("my_frontier", frontier_unsorted, "put the budgets in increasing order"),
+    (
+        "my_grouped_cache_bytes",
+        grouped_cache_bytes_of_every_head,
+        "my_grouped_cache_bytes(config, 1, 4) for 3 blocks, 8 query and 2 key heads, C = 64 returned 49,152: that is "
+        "the cache of n_head key and value heads",
+    ),
+    ("my_grouped_cache_bytes", grouped_cache_bytes_of_keys_only, "my_grouped_cache_bytes(config, 1, 4) for 3 blocks"),
+    ("my_grouped_cache_bytes", grouped_cache_bytes_in_numbers, "my_grouped_cache_bytes(config, 1, 4) for 3 blocks"),
+    ("my_steps_to_half", steps_until_the_largest_passes, "my_steps_to_half(G) for a (32, 24) G"),
+    ("my_steps_to_half", steps_counted_from_zero, "my_steps_to_half(G) for a (32, 24) G"),
+    ("my_steps_to_half", steps_on_bfloat16, "calling my_steps_to_half raised NotImplementedError"),
 ]
 
 
@@ -808,6 +860,21 @@ def test_a_wrong_count_says_which_way_it_is_off_without_giving_the_answer():
         "parameters: count the biases too; a Linear(C, n) has n of them"
     )
     assert str(4 * 32 * 32 + 4 * 32) not in evaluate("my_attention_parameters", lambda C: 1).message
+
+
+def test_a_mistake_in_chapter_11_s_exercises_is_named():
+    assert evaluate("my_grouped_cache_bytes", grouped_cache_bytes_of_keys_only).message.endswith(
+        "a cache keeps keys and values: 2 tensors per block"
+    )
+    assert evaluate("my_grouped_cache_bytes", grouped_cache_bytes_in_numbers).message.endswith(
+        "that is a count of numbers: each takes bytes_per_number = 4 bytes"
+    )
+    assert (
+        "when the largest singular value passes 0.5"
+        in evaluate("my_steps_to_half", steps_until_the_largest_passes).message
+    )
+    assert "off by one" in evaluate("my_steps_to_half", steps_counted_from_zero).message
+    assert evaluate("my_steps_to_half", steps_on_bfloat16).message.endswith("call .float() on the tensor first")
 
 
 def test_a_message_names_the_unit_that_was_wrong():

@@ -4,6 +4,7 @@ mistakes reading wrong with their message, is tests/test_checks.py's MISTAKES.""
 
 import functools
 import math
+from collections import Counter
 from itertools import pairwise
 
 import pytest
@@ -11,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinytorch.attention import CausalSelfAttention
+from tinytorch.attention import CausalSelfAttention, causal_mask
 from tinytorch.blocks import MLP, Block, LayerNorm
-from tinytorch.checks import Result, evaluate
+from tinytorch.checks import PIECES, Result, evaluate
 from tinytorch.checks import ch06_training as ch06_checks
 from tinytorch.embeddings import Embeddings
-from tinytorch.generation import KVCache, top_k_filter, top_p_filter
+from tinytorch.generation import KVCache, LayerKVCache, top_k_filter, top_p_filter
 from tinytorch.gpt import next_token_loss
+from tinytorch.modern import ModernAttention, ModernConfig, apply_rotary, orthogonalize, rotary_cos_sin
 from tinytorch.training import fixed_batches, get_batch, make_optimizer
 
 # ------------------------------------------------------------------ 02 embeddings
@@ -895,3 +897,393 @@ SAMPLING_VARIANTS = [
 def test_an_equivalent_sampling_loop_reads_built(name, answer):
     result = evaluate(name, answer)
     assert (result.status, result.message) == ("built", ""), result.message
+
+
+# ------------------------------------------------------------------ 11 modern: functions written another way
+
+
+def rotary_cos_sin_with_einsum_and_cat(head_size, block_size, theta=10000.0):
+    rates = 1.0 / (theta ** (torch.arange(0, head_size, 2).float() / head_size))
+    angles = torch.einsum("t,f->tf", torch.arange(block_size).float(), rates)  # (T, hs/2)
+    angles = torch.cat([angles, angles], dim=-1)
+    return torch.cos(angles), torch.sin(angles)
+
+
+def rotary_cos_sin_with_a_loop(head_size, block_size, theta=10000.0):
+    cos, sin = torch.zeros(block_size, head_size), torch.zeros(block_size, head_size)
+    for m in range(block_size):
+        for i in range(head_size // 2):
+            angle = m * theta ** (-2 * i / head_size)
+            cos[m, i] = cos[m, i + head_size // 2] = math.cos(angle)
+            sin[m, i] = sin[m, i + head_size // 2] = math.sin(angle)
+    return cos, sin
+
+
+def apply_rotary_with_halves_written_out(x, cos, sin):
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    c, s = cos[..., :half], sin[..., :half]
+    return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).type_as(x)
+
+
+def apply_rotary_in_float32_cast_back(x, cos, sin):
+    x32 = x.float()
+    x1, x2 = x32.chunk(2, dim=-1)
+    return (x32 * cos + torch.cat((-x2, x1), dim=-1) * sin).to(x.dtype)
+
+
+def orthogonalize_in_float32(G, steps=5, eps=1e-7):
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.float()
+    tall = X.shape[0] > X.shape[1]
+    if tall:
+        X = X.T
+    X = X / max(X.norm(), eps)
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + b * A @ X + c * A @ A @ X
+    return X.T if tall else X
+
+
+def orthogonalize_without_turning_tall_matrices(G, steps=5, eps=1e-7):
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G.bfloat16() / G.bfloat16().norm().clamp(min=eps)  # the larger Gram matrix for a tall G: slower, same result
+    for _ in range(steps):
+        A = X @ X.mT
+        X = torch.addmm(X, torch.addmm(A, A, A, beta=b, alpha=c), X, beta=a)
+    return X
+
+
+VARIANTS_11 = [
+    ("rotary_cos_sin", rotary_cos_sin_with_einsum_and_cat),
+    ("rotary_cos_sin", rotary_cos_sin_with_a_loop),
+    ("apply_rotary", apply_rotary_with_halves_written_out),
+    ("apply_rotary", apply_rotary_in_float32_cast_back),
+    ("orthogonalize", orthogonalize_in_float32),
+    ("orthogonalize", orthogonalize_without_turning_tall_matrices),
+]
+
+
+@pytest.mark.parametrize(("name", "answer"), VARIANTS_11, ids=[answer.__name__ for _, answer in VARIANTS_11])
+def test_an_equivalent_way_to_write_a_modern_piece_reads_built(name, answer):
+    result = evaluate(name, answer)
+    assert (result.status, result.message) == ("built", ""), result.message
+
+
+# ------------------------------------------------------------------ 11 modern: the modules, right and wrong
+
+
+class RMSNormWrittenOut(nn.Module):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def normalize(self, x):
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def forward(self, x):
+        return self.weight * self.normalize(x)
+
+
+class RMSNormWithOneOverSqrt(RMSNormWrittenOut):
+    def normalize(self, x):
+        x32 = x.to(torch.float32)
+        return (x32 * (1 / torch.sqrt((x32 * x32).mean(-1, keepdim=True) + self.eps))).type_as(x)
+
+
+class RMSNormScalingInFloat32(RMSNormWrittenOut):
+    def forward(self, x):
+        x32 = x.float()
+        out = self.weight.float() * x32 / torch.sqrt(x32.square().mean(-1, keepdim=True) + self.eps)
+        return out.to(x.dtype)
+
+
+class RMSNormSubtractingTheMean(RMSNormWrittenOut):
+    def normalize(self, x):
+        return super().normalize(x - x.mean(dim=-1, keepdim=True))
+
+
+class RMSNormInTheInputsDtype(RMSNormWrittenOut):
+    def normalize(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+
+
+class RMSNormReturningFloat32(RMSNormWrittenOut):
+    def normalize(self, x):
+        x32 = x.float()
+        return x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+
+
+class RMSNormWithEpsOutside(RMSNormWrittenOut):
+    def normalize(self, x):
+        x32 = x.float()
+        return (x32 / (x32.pow(2).mean(dim=-1, keepdim=True).sqrt() + self.eps)).to(x.dtype)
+
+
+class RMSNormWithABias(RMSNormWrittenOut):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__(dim, eps)
+        self.bias = nn.Parameter(torch.zeros(dim))
+
+
+class RMSNormWithAGain(RMSNormWrittenOut):
+    def __init__(self, dim, eps=1e-6):
+        super().__init__(dim, eps)
+        self.gain = self.weight
+        del self.weight
+
+    def forward(self, x):
+        return self.gain * self.normalize(x)
+
+
+class RMSNormByTheLibrary(RMSNormWrittenOut):
+    def forward(self, x):
+        return F.rms_norm(x.float(), (x.size(-1),), self.weight.float(), self.eps).to(x.dtype)
+
+
+class SwiGLUWrittenOut(nn.Module):
+    def __init__(self, n_embd, hidden, bias=False):
+        super().__init__()
+        self.gate_proj = nn.Linear(n_embd, hidden, bias=bias)
+        self.up_proj = nn.Linear(n_embd, hidden, bias=bias)
+        self.down_proj = nn.Linear(hidden, n_embd, bias=bias)
+
+    def activate(self, gate, up):
+        return gate * torch.sigmoid(gate) * up  # SiLU written out
+
+    def forward(self, x):
+        return self.down_proj(self.activate(self.gate_proj(x), self.up_proj(x)))
+
+
+class SwiGLUWithSiLUModule(SwiGLUWrittenOut):
+    def __init__(self, n_embd, hidden):
+        super().__init__(n_embd, hidden)
+        self.act = nn.SiLU()
+
+    def activate(self, gate, up):
+        return self.act(gate) * up
+
+
+class SwiGLUGatingTheWrongBranch(SwiGLUWrittenOut):
+    def activate(self, gate, up):
+        return F.silu(up) * gate
+
+
+class SwiGLUWithGELU(SwiGLUWrittenOut):
+    def activate(self, gate, up):
+        return F.gelu(gate) * up
+
+
+class SwiGLUWithoutTheProduct(SwiGLUWrittenOut):
+    def activate(self, gate, up):
+        return F.silu(gate) + up
+
+
+class SwiGLUWithBiases(SwiGLUWrittenOut):
+    def __init__(self, n_embd, hidden):
+        super().__init__(n_embd, hidden, bias=True)
+
+
+class SwiGLUWithMetasNames(nn.Module):
+    def __init__(self, n_embd, hidden):
+        super().__init__()
+        self.w1, self.w3 = nn.Linear(n_embd, hidden, bias=False), nn.Linear(n_embd, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, n_embd, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class GroupedAttentionWrittenOut(nn.Module):
+    """Equivalent: torch's RMSNorm for the QK-norm, expand + reshape for the repeat, the softmax written out."""
+
+    change: dict = {}
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head, self.n_kv_head = config.n_head, config.n_kv_head
+        hs = config.n_embd // config.n_head
+        self.q_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.k_proj = nn.Linear(config.n_embd, config.n_kv_head * hs, bias=False)
+        self.v_proj = nn.Linear(config.n_embd, config.n_kv_head * hs, bias=False)
+        self.o_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.q_norm = nn.RMSNorm(hs, eps=config.norm_eps) if config.qk_norm else None
+        self.k_norm = nn.RMSNorm(hs, eps=config.norm_eps) if config.qk_norm else None
+
+    def repeat(self, t):
+        B, nkv, Tk, hs = t.shape
+        group = self.n_head // nkv
+        if self.change.get("tile"):
+            return t.repeat(1, group, 1, 1)
+        return t[:, :, None].expand(B, nkv, group, Tk, hs).reshape(B, nkv * group, Tk, hs)
+
+    def forward(self, x, cos, sin, kv_cache=None):
+        change = self.change
+        B, T, C = x.shape
+        hs = C // self.n_head
+        q = self.q_proj(x).reshape(B, T, self.n_head, hs).permute(0, 2, 1, 3)
+        k = self.k_proj(x).reshape(B, T, self.n_kv_head, hs).permute(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(B, T, self.n_kv_head, hs).permute(0, 2, 1, 3)
+        if change.get("rotate_before_norm"):
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if kv_cache is not None and change.get("cache_before_rotation"):
+            k, v = kv_cache.update(k, v)
+        if not change.get("rotate_before_norm"):
+            q = apply_rotary(q, cos, sin)
+            k = k if change.get("unrotated_keys") else apply_rotary(k, cos, sin)
+        if change.get("repeat_before_cache"):
+            k, v = self.repeat(k), self.repeat(v)
+        if kv_cache is not None and not change.get("cache_before_rotation") and not change.get("no_cache"):
+            k, v = kv_cache.update(k, v)
+        if not change.get("repeat_before_cache"):
+            k, v = self.repeat(k), self.repeat(v)
+        if change.get("always_causal"):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = q @ k.mT / math.sqrt(hs)  # (B, nh, T, Tk)
+            scores = scores.masked_fill(~causal_mask(T, k.size(2)), float("-inf"))
+            y = scores.softmax(dim=-1) @ v
+        return self.o_proj(y.permute(0, 2, 1, 3).reshape(B, T, C))
+
+
+def grouped_attention_with(**change):
+    return type("GroupedAttentionWith_" + "_".join(change), (GroupedAttentionWrittenOut,), {"change": change})
+
+
+class GroupedAttentionWithFullWidthKeys(GroupedAttentionWrittenOut):
+    def __init__(self, config):
+        super().__init__(config)
+        self.k_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+
+class GroupedAttentionAlwaysNormed(GroupedAttentionWrittenOut):
+    def __init__(self, config):
+        super().__init__(config)
+        hs = config.n_embd // config.n_head
+        self.q_norm, self.k_norm = nn.RMSNorm(hs, eps=config.norm_eps), nn.RMSNorm(hs, eps=config.norm_eps)
+
+
+class MuonWrittenOut(torch.optim.Optimizer):
+    """Equivalent: torch.lerp, a momentum kept in state.setdefault, the scale with ** 0.5."""
+
+    change: dict = {}
+
+    def __init__(self, params, lr=0.02, momentum=0.95, weight_decay=0.0, steps=5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, steps=steps))
+
+    @torch.no_grad()
+    def step(self):
+        change = self.change
+        for group in self.param_groups:
+            lr, beta, decay = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if change.get("fresh_buffer"):
+                    self.state[p] = {}
+                buf = self.state[p].setdefault("buf", torch.zeros_like(p))
+                if change.get("sgd_momentum"):  # buf = beta buf + g, look-ahead g + beta buf: the same direction
+                    buf.mul_(beta).add_(p.grad)
+                    ahead = p.grad + beta * buf
+                else:
+                    buf.copy_(torch.lerp(buf, p.grad, 1 - beta))
+                    ahead = torch.lerp(p.grad, buf, beta)
+                direction = orthogonalize(buf if change.get("no_nesterov") else ahead, group["steps"])
+                rows, cols = p.shape
+                scale = {"tall": max(1.0, rows / cols), "none": 1.0, "wide": max(1.0, cols / rows)}
+                scale = scale[change.get("scale", "tall")] ** 0.5
+                if not change.get("decay_after"):
+                    p.mul_(1 - lr * decay)
+                p.add_(direction.float() * (-lr * scale))
+                if change.get("decay_after"):
+                    p.mul_(1 - lr * decay)
+
+
+def muon_with(**change):
+    return type("MuonWith_" + "_".join(change), (MuonWrittenOut,), {"change": change})
+
+
+MODERN_VARIANTS = [
+    ("RMSNorm", RMSNormWrittenOut),
+    ("RMSNorm", RMSNormWithOneOverSqrt),
+    ("RMSNorm", RMSNormScalingInFloat32),
+    ("SwiGLU", SwiGLUWrittenOut),
+    ("SwiGLU", SwiGLUWithSiLUModule),
+    ("ModernAttention", GroupedAttentionWrittenOut),
+    ("Muon", MuonWrittenOut),
+    ("Muon", muon_with(sgd_momentum=True)),
+]
+
+
+@pytest.mark.parametrize(("name", "answer"), MODERN_VARIANTS, ids=[answer.__name__ for _, answer in MODERN_VARIANTS])
+def test_an_equivalent_modern_module_reads_built(name, answer):
+    assert evaluate(name, answer) == Result(name, "built", "")
+
+
+def test_the_written_out_grouped_attention_gives_the_package_s_outputs_through_a_cache():
+    config = ModernConfig(block_size=8, n_layer=1, n_head=4, n_kv_head=2, n_embd=32, qk_norm=True)
+    ours, theirs = GroupedAttentionWrittenOut(config), ModernAttention(config)
+    ours.load_state_dict(theirs.state_dict())
+    cos, sin = rotary_cos_sin(8, 8)
+    x = torch.randn(2, 8, 32, generator=torch.Generator().manual_seed(0))
+    cache = LayerKVCache(2, 2, 8, 8)
+    with torch.no_grad():
+        steps = torch.cat(
+            [ours(x[:, :5], cos[:5], sin[:5], cache)]
+            + [ours(x[:, t : t + 1], cos[t : t + 1], sin[t : t + 1], cache) for t in (5, 6, 7)],
+            1,
+        )
+        torch.testing.assert_close(steps, theirs(x, cos, sin))
+
+
+MODULE_MISTAKES_11 = [
+    ("RMSNorm", RMSNormSubtractingTheMean, "you subtracted the mean: that is LayerNorm"),
+    ("RMSNorm", RMSNormInTheInputsDtype, "on a float16 input of entries near 300 your output holds 0, inf or NaN"),
+    ("RMSNorm", RMSNormReturningFloat32, "for a float16 input (and a float16 RMSNorm) your output is torch.float32"),
+    ("RMSNorm", RMSNormWithEpsOutside, "eps goes inside the square root"),
+    ("RMSNorm", RMSNormWithABias, "your RMSNorm has `bias`, which the package's RMSNorm has not"),
+    ("RMSNorm", RMSNormWithAGain, "your RMSNorm has no `weight`: the package's RMSNorm has self.weight"),
+    ("SwiGLU", SwiGLUGatingTheWrongBranch, "SiLU is on the wrong branch"),
+    ("SwiGLU", SwiGLUWithGELU, "that is GELU on the gate (GEGLU)"),
+    ("SwiGLU", SwiGLUWithoutTheProduct, "the gate multiplies up_proj's output, entry by entry"),
+    ("SwiGLU", SwiGLUWithBiases, "your SwiGLU has `gate_proj.bias`, which the package's SwiGLU has not"),
+    ("SwiGLU", SwiGLUWithMetasNames, "your SwiGLU has no `gate_proj.weight`"),
+    ("ModernAttention", grouped_attention_with(tile=True), "repeat each head in place, k.repeat_interleave(group"),
+    ("ModernAttention", grouped_attention_with(rotate_before_norm=True), "rotate after the QK-norm"),
+    ("ModernAttention", grouped_attention_with(unrotated_keys=True), "the keys must be rotated too"),
+    ("ModernAttention", grouped_attention_with(cache_before_rotation=True), "the cache holds the keys before their"),
+    ("ModernAttention", grouped_attention_with(repeat_before_cache=True), "kv_cache.update got keys of 4 heads"),
+    ("ModernAttention", grouped_attention_with(always_causal=True), "with 3 positions cached, the 2 new queries"),
+    ("ModernAttention", grouped_attention_with(no_cache=True), "fed tokens 0 to 2 after 0 cached, the cache holds 0"),
+    ("ModernAttention", GroupedAttentionWithFullWidthKeys, "`k_proj.weight` has shape (32, 32) in your"),
+    ("ModernAttention", GroupedAttentionAlwaysNormed, "with config.qk_norm False there is no QK-norm"),
+    ("Muon", muon_with(no_nesterov=True), "that steps along the momentum itself"),
+    ("Muon", muon_with(decay_after=True), "decay the weights before the step"),
+    ("Muon", muon_with(scale="none"), "a tall matrix (more rows than columns) takes a larger step"),
+    ("Muon", muon_with(scale="wide"), "the larger step is for tall matrices"),
+    ("Muon", muon_with(fresh_buffer=True), "keep the momentum buffer from one step to the next"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "message"), MODULE_MISTAKES_11, ids=[answer.__name__ for _, answer, _ in MODULE_MISTAKES_11]
+)
+def test_a_typical_mistake_in_a_modern_module_reads_wrong_and_names_it(name, answer, message):
+    result = evaluate(name, answer)
+    assert result.status == "wrong" and message in result.message, result.message
+
+
+def test_every_modern_piece_has_a_variant_and_every_modern_module_two_mistakes_tested():
+    pieces = [name for name, piece in PIECES.items() if piece.chapter == "11_modern" and not name.startswith("my_")]
+    assert {name for name, _ in MODERN_VARIANTS + VARIANTS_11} == set(pieces)
+    mistakes = Counter(name for name, _, _ in MODULE_MISTAKES_11)
+    assert all(mistakes[name] >= 2 for name in ("RMSNorm", "SwiGLU", "ModernAttention", "Muon")), mistakes
+
+
+def test_the_library_s_rms_norm_is_pointed_out():
+    result = evaluate("RMSNorm", RMSNormByTheLibrary)
+    assert result.status == "wrong" and result.message.startswith("RMSNorm calls F.rms_norm, the library's ready-made")

@@ -156,6 +156,11 @@ _HINTS = [
     ("expected scalar type Long", "token ids must be int64: call .long()"),
     ("index out of range in self", "an id is too large for its embedding table: ids must be below its number of rows"),
     ("division by zero", "a count is 0 here: handle that case on its own (e.g. warmup_steps = 0 means no warmup)"),
+    (
+        "a leaf Variable that requires grad is being used in an in-place operation",
+        "an optimizer changes the weights in place, outside autograd: decorate step with @torch.no_grad()",
+    ),
+    ("not implemented for 'BFloat16'", "this operation does not take bfloat16: call .float() on the tensor first"),
 ]
 
 
@@ -190,20 +195,14 @@ def evaluate(name: str, answer: Any) -> Result:
     try:
         with torch.random.fork_rng(devices=[]):
             PIECES[name].verify(recorded)
-    except NotImplementedError:
-        return Result(name, "not yet", "")
+    except NotImplementedError as error:
+        if "not implemented for '" not in str(error):  # a stub; PyTorch says so of a dtype an operation lacks
+            return Result(name, "not yet", "")
+        return _raised(name, answer, error, calls)
     except Wrong as wrong:
         return Result(name, "wrong", str(wrong))
     except Exception as error:  # the learner's code raised: say what, in one line
-        lines = str(error).strip().splitlines()
-        first = lines[0][:200].rstrip(".") if lines else ""
-        message = f"calling {name} raised {type(error).__name__}" + (f": {first}" if first else "")
-        if calls and isinstance(error, (RuntimeError, IndexError)) and any(w in first for w in _SHAPE_ERRORS):
-            args, kwargs = calls[0]
-            given = [_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()]
-            message += f" (called with {', '.join(given)})"
-        hint = _hint(name, error, _source(answer))
-        return Result(name, "wrong", message + (f"; {hint}" if hint else ""))
+        return _raised(name, answer, error, calls)
     shortcut = "" if answer is PIECES[name].reference else _shortcut(name, _source(answer))  # tinytorch's may
     if shortcut:
         return Result(
@@ -213,6 +212,19 @@ def evaluate(name: str, answer: Any) -> Result:
             f'yourself, as its docstring says (hint("{name}") if you are stuck)',
         )
     return Result(name, "built", "")
+
+
+def _raised(name: str, answer: Any, error: Exception, calls: list) -> Result:
+    """The verdict when the learner's code raised `error`: what, in one line, with the call's shapes and a hint."""
+    lines = str(error).strip().splitlines()
+    first = lines[0][:200].rstrip(".") if lines else ""
+    message = f"calling {name} raised {type(error).__name__}" + (f": {first}" if first else "")
+    if calls and isinstance(error, (RuntimeError, IndexError)) and any(w in first for w in _SHAPE_ERRORS):
+        args, kwargs = calls[0]
+        given = [_describe(a) for a in args] + [f"{k}={_describe(v)}" for k, v in kwargs.items()]
+        message += f" (called with {', '.join(given)})"
+    hint = _hint(name, error, _source(answer))
+    return Result(name, "wrong", message + (f"; {hint}" if hint else ""))
 
 
 _SHAPE_ERRORS = (  # PyTorch's words when the shapes of a call do not fit together
@@ -382,4 +394,5 @@ from tinytorch.checks import (  # noqa: E402, F401
     ch08_attention_explorer,
     ch09_training_runs,
     ch10_budget,
+    ch11_modern,
 )

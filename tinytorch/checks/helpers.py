@@ -204,9 +204,12 @@ def _pair(out: Any, what: str) -> tuple:
     return tuple(out)
 
 
-def _with_reference_weights(mine: Any, reference: nn.Module, cls: str, parts: dict[str, str]) -> nn.Module:
+def _with_reference_weights(
+    mine: Any, reference: nn.Module, cls: str, parts: dict[str, str], source: str = "GPT-2's"
+) -> nn.Module:
     """The learner's module `mine` with `reference`'s weights loaded by name, in eval mode. Wrong when it is not a
-    module, or a parameter is missing, extra or of another shape: `parts` says what each top-level part holds."""
+    module, or a parameter is missing, extra or of another shape: `parts` says what each top-level part holds, and
+    `source` whose weights the names are for (GPT-2's, Llama's)."""
     if not isinstance(mine, nn.Module):
         raise Wrong(
             f"{cls}(config) must give an nn.Module, got {_kind(mine)}: class {cls}(nn.Module), with "
@@ -219,11 +222,12 @@ def _with_reference_weights(mine: Any, reference: nn.Module, cls: str, parts: di
             top = key.split(".")[0]
             raise Wrong(
                 f"your {cls} has no `{key}`: the package's {cls} has self.{top}, {parts.get(top, 'a part')}; name the "
-                f"parts as it does ({names}), so that its weights (and GPT-2's) load into yours"
+                f"parts as it does ({names}), so that its weights (and {source}) load into yours"
             )
     for key in got:
         if key not in want:
-            raise Wrong(f"your {cls} has `{key}`, which the package's {cls} has not: its parts are {names}")
+            no_bias = " (its layers have no bias here: bias=False)" if key.endswith(".bias") else ""
+            raise Wrong(f"your {cls} has `{key}`, which the package's {cls} has not: its parts are {names}{no_bias}")
     for key, value in want.items():
         if got[key].shape != value.shape:
             raise Wrong(
