@@ -213,7 +213,7 @@ def stream_tokens(
     `kv_cache` is the cache's class, called as kv_cache(model.config, B, device, dtype): KVCache for a GPT
     (None), another for a model whose keys and values have other shapes (chapter 11's GroupedKVCache).
     """
-    if kv_cache is None and not isinstance(model.config, GPTConfig):
+    if use_cache and kv_cache is None and not isinstance(model.config, GPTConfig):
         raise TypeError(
             f"a model with a {type(model.config).__name__} needs its own cache class: pass kv_cache= (chapter 11's "
             "GroupedKVCache for a ModernGPT), or use_cache=False"
