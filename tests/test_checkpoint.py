@@ -442,7 +442,7 @@ def test_a_modern_config_of_the_wrong_types_is_refused(tmp_path, tokenizer, chan
     from tinytorch.modern import ARCHITECTURES, ModernConfig, ModernGPT
 
     path = tmp_path / "modern.safetensors"
-    config = ModernConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    config = ModernConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_kv_head=1, n_embd=16)
     save_checkpoint(path, ModernGPT(config), tokenizer, architectures=ARCHITECTURES)
     rewrite(path, meta=edit(lambda meta: meta["config"].update(change))(saved_meta(path)))
     with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
