@@ -239,13 +239,14 @@ def test_non_finite_or_non_float_weights_are_refused(tmp_path, tokenizer, change
 SIZE_CLAIMS = """
 import json, resource, sys, time
 from tinytorch.checkpoint import load_checkpoint
-load_checkpoint(sys.argv[1])  # an honest file first: what loading costs anyway
+from tinytorch.modern import ARCHITECTURES
+load_checkpoint(sys.argv[1], architectures=ARCHITECTURES)  # an honest file first: what loading costs anyway
 before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 results = []
 for name in sys.argv[2:]:
     start = time.perf_counter()
     try:
-        load_checkpoint(name)
+        load_checkpoint(name, architectures=ARCHITECTURES)
         results.append(("loaded", name))
     except ValueError as error:
         results.append(("ValueError", str(error)))
@@ -262,7 +263,22 @@ def test_size_claims_in_the_metadata_are_checked_before_any_memory_is_allocated(
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, small_model(tokenizer), tokenizer)
     claims = [("block_size", 10**9), ("n_layer", 10**6), ("block_size", 2 * 10**6), ("vocab_size", 2 * 10**6)]
-    claims += [("n_embd", 2 * 10**6)]
+    assert_size_claims_refused(tmp_path, path, [*claims, ("n_embd", 2 * 10**6)])
+
+
+def test_size_claims_of_a_modern_checkpoint_are_checked_before_any_memory_is_allocated(tmp_path, tokenizer):
+    """Chapter 11's model computes rotary tables of block_size rows that no weight bounds: checked all the same."""
+    from tinytorch.modern import ARCHITECTURES, ModernConfig, ModernGPT
+
+    path = tmp_path / "modern.safetensors"
+    config = ModernConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+    save_checkpoint(path, ModernGPT(config), tokenizer, architectures=ARCHITECTURES)
+    claims = [("block_size", 10**9), ("block_size", 10**7), ("n_layer", 10**6), ("mlp_hidden", 10**8)]
+    assert_size_claims_refused(tmp_path, path, [*claims, ("n_kv_head", 1), ("vocab_size", 2 * 10**6)])
+
+
+def assert_size_claims_refused(tmp_path, path, claims):
+    """Each (field, value) claimed in a copy of `path` is a ValueError naming the copy, in seconds and little memory."""
     paths = []
     for i, (field, value) in enumerate(claims):
         meta = saved_meta(path)
@@ -393,3 +409,58 @@ def test_without_cuda_nothing_about_it_is_saved_or_restored(tmp_path, tokenizer,
     fake_cuda(monkeypatch, [torch.zeros(16, dtype=torch.uint8)], restored)  # resumed on a machine with a GPU
     restore(load_checkpoint(path), model, optimizer, torch.Generator())
     assert restored == []
+
+
+def test_a_modern_checkpoint_round_trips_with_chapter_11s_architectures_only(tmp_path, tokenizer):
+    """The file records its architecture; appendix 09's own table (GPT-2 only) refuses it, saying what to pass."""
+    from tinytorch.modern import ARCHITECTURES, ModernConfig, ModernGPT
+
+    config = ModernConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=4, n_kv_head=2, n_embd=32)
+    model, path = ModernGPT(config), tmp_path / "modern.safetensors"
+    with pytest.raises(TypeError, match="ModernGPT.*architectures=tinytorch.modern.ARCHITECTURES"):
+        save_checkpoint(path, model, tokenizer)
+    save_checkpoint(path, model, tokenizer, 3, architectures=ARCHITECTURES)
+    loaded = load_checkpoint(path, architectures=ARCHITECTURES)
+    assert loaded.meta["arch"] == "llama" and loaded.model.config == config and isinstance(loaded.model, ModernGPT)
+    assert "model.lm_head.weight" in loaded.tensors  # untied: its own matrix
+    for (name, a), b in zip(model.state_dict().items(), loaded.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*architecture 'llama'.*ARCHITECTURES"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(rope_theta="1e4"), "config rope_theta must be a float"),
+        (dict(qk_norm=1), "config qk_norm must be a bool"),
+        (dict(norm_eps=float("nan")), "config norm_eps must be a float"),
+        (dict(bogus=1), "bogus"),
+    ],
+)
+def test_a_modern_config_of_the_wrong_types_is_refused(tmp_path, tokenizer, change, message):
+    from tinytorch.modern import ARCHITECTURES, ModernConfig, ModernGPT
+
+    path = tmp_path / "modern.safetensors"
+    config = ModernConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_kv_head=1, n_embd=16)
+    save_checkpoint(path, ModernGPT(config), tokenizer, architectures=ARCHITECTURES)
+    rewrite(path, meta=edit(lambda meta: meta["config"].update(change))(saved_meta(path)))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + ".*" + message):
+        load_checkpoint(path, architectures=ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "shakespeare-bpe"])
+def test_the_shipped_checkpoints_record_no_architecture_and_load_as_gpt2(name):
+    from tinytorch.checkpoint import SHIPPED_MODELS
+    from tinytorch.modern import ARCHITECTURES
+
+    assert "arch" not in saved_meta(SHIPPED_MODELS[name])  # saved before there was a choice
+    for architectures in ({}, {"architectures": ARCHITECTURES}):
+        assert type(load_checkpoint(SHIPPED_MODELS[name], **architectures).model) is GPT
+
+
+def test_a_gpt_checkpoint_records_gpt2_and_stores_the_tied_head_once(tmp_path, tokenizer):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, small_model(tokenizer), tokenizer)
+    assert saved_meta(path)["arch"] == "gpt2"
+    assert "model.lm_head.weight" not in load_file(path)

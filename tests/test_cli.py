@@ -71,6 +71,14 @@ def assert_one_line_error(code, out, err, *fragments):
         (["--tokenizer", "bpe", "--vocab-size", "256"], "argument --vocab-size: expected an integer >= 257, got 256"),
         (["--tokenizer", "bpe", "--vocab-size", "1e3"], "argument --vocab-size: expected an integer >= 257"),
         (["--dtype", "float16"], "argument --dtype: invalid choice: 'float16'"),
+        (["--arch", "bert"], "argument --arch: invalid choice: 'bert'"),
+        (["--optimizer", "sgd"], "argument --optimizer: invalid choice: 'sgd'"),
+        (["--muon-lr", "0"], "argument --muon-lr"),
+        (["--muon-lr", "0.05"], "--muon-lr 0.05 is for --optimizer muon"),
+        (["--optimizer", "adamw", "--muon-lr", "0.05"], "--muon-lr 0.05 is for --optimizer muon"),
+        (["--arch", "llama", "--preset", "bogus"], "unknown preset 'bogus'"),
+        (["--minutes", "1", "--arch", "llama"], "--minutes chooses the model and how to train it, so --arch"),
+        (["--minutes", "1", "--optimizer", "muon"], "so --optimizer cannot be given"),
     ],
 )
 def test_every_invalid_train_option_is_a_one_line_error_before_anything_happens(tmp_path, capsys, option, fragment):
@@ -198,6 +206,8 @@ def tiny_checkpoint(tmp_path_factory):
         (["--tokenizer", "bpe"], ["--tokenizer bpe (the run has char)"]),
         (["--vocab-size", "300"], ["--vocab-size 300 (the run has 76 char tokens)"]),
         (["--dtype", "bfloat16"], ["--dtype bfloat16 (the run has float32)"]),
+        (["--arch", "llama"], ["--arch llama (the run has gpt2)"]),
+        (["--optimizer", "muon", "--muon-lr", "0.01"], ["--optimizer muon (the run has adamw)", "--muon-lr 0.01 (the"]),
     ],
 )
 def test_resume_refuses_options_that_would_change_the_run(tiny_checkpoint, capsys, options, fragments):
@@ -459,3 +469,50 @@ def test_train_and_complete_compile_the_model(tmp_path, capsys):
     assert code == 0, err
     assert counters["stats"]["unique_graphs"] >= 1, "the model was not compiled"
     assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 3 + 1  # 3 characters and the newline
+
+
+LLAMA_RUN = [*SMALL_RUN, "--arch", "llama", "--optimizer", "muon", "--eval-interval", "2", "--steps", "4"]
+
+
+def test_a_llama_run_with_muon_records_both_resumes_bit_for_bit_and_completes(tmp_path, capsys, monkeypatch):
+    """--arch llama --optimizer muon: the checkpoint says so; a run stopped at step 3 and resumed is the run that
+    was not stopped, to the bit; complete writes with it; the run refuses to go on as another."""
+    from tinytorch.__main__ import ARCH_NAMES, MUON_LR
+    from tinytorch.modern import ARCHITECTURES, ModernGPT
+
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    code, out, err = cli(capsys, "train", "--out", straight, *LLAMA_RUN)
+    assert code == 0, err
+    ctrl_c_during_step(monkeypatch, 3)
+    code, out, err = cli(capsys, "train", "--out", stopped, *LLAMA_RUN)
+    assert code == 130 and "stopped at step 3" in err, err
+    monkeypatch.undo()
+    code, out, err = cli(capsys, "train", "--resume", "--out", stopped)
+    assert code == 0 and "resuming" in out, err
+    a, b = (load_checkpoint(run / "checkpoint.safetensors", architectures=ARCHITECTURES) for run in (straight, stopped))
+    assert isinstance(a.model, ModernGPT) and a.meta["arch"] == "llama"
+    assert a.meta["optimizer"] == b.meta["optimizer"] == {"name": "muon", "muon_lr": MUON_LR}
+    assert [group["rule"] for group in a.meta["param_groups"]] == ["muon", "adamw", "adamw"]
+    assert a.meta["history"] == b.meta["history"] and a.tensors.keys() == b.tensors.keys()
+    for name, value in a.tensors.items():
+        assert torch.equal(value, b.tensors[name]), name
+    assert_one_line_error(*cli(capsys, "train", "--resume", "--out", straight, "--arch", "gpt2"), "--arch gpt2")
+    assert_one_line_error(
+        *cli(capsys, "train", "--resume", "--out", straight, "--optimizer", "adamw"), "(the run has muon)"
+    )
+
+    complete = ["complete", "ROMEO:", "--max-new-tokens", "20", "--seed", "1", "--no-stream"]
+    code, out, err = cli(capsys, *complete, "--checkpoint", straight)
+    assert code == 0 and out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 20 + 1, err
+    assert ARCH_NAMES == tuple(ARCHITECTURES)  # the command's choices are the package's architectures
+
+
+def test_muon_lr_s_default_in_help_is_chapter_11s(capsys):
+    import inspect
+
+    from tinytorch.__main__ import MUON_LR
+    from tinytorch.modern import Muon
+
+    assert MUON_LR == inspect.signature(Muon).parameters["lr"].default
+    code, out, _ = cli(capsys, "train", "--help")
+    assert code == 0 and f"(default: {MUON_LR:g})" in " ".join(out.split())

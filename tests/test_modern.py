@@ -1,6 +1,7 @@
 """Chapter 11's modern model: RMSNorm, rotary positions, grouped-query attention, Muon; checked against
 transformers' Llama and torch.optim.Muon."""
 
+import copy
 import dataclasses
 import math
 
@@ -205,3 +206,100 @@ def test_muon_trains_a_matrix():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.01 * losses[0] and math.isfinite(losses[-1])
+
+
+# The modern model for train, checkpoints and generation (Build 7)
+
+
+def test_muon_with_adamw_gives_the_blocks_matrices_to_muon_and_the_rest_to_adamw():
+    from tinytorch.modern import make_muon_optimizer
+    from tinytorch.training import TrainConfig
+
+    model, cfg = ModernGPT(SMALL), TrainConfig(lr=4e-3, min_lr=4e-4)
+    optimizer = make_muon_optimizer(model, cfg)
+    rules = {id(p): group["rule"] for group in optimizer.param_groups for p in group["params"]}
+    names = {name: rules[id(p)] for name, p in model.named_parameters()}
+    assert {n for n, rule in names.items() if rule == "muon"} == {
+        n for n, p in model.named_parameters() if p.dim() == 2 and n.startswith("layers.")
+    }
+    assert names["embed_tokens.weight"] == names["lm_head.weight"] == names["norm.weight"] == "adamw"
+    muon = optimizer.param_groups[0]
+    assert muon["rule"] == "muon" and muon["lr"] == 0.02 and math.isclose(muon["lr_scale"], 0.02 / 4e-3)
+    with pytest.raises(ValueError, match="muon_lr must be a finite number > 0"):
+        make_muon_optimizer(model, cfg, muon_lr=-1.0)
+
+
+def test_muon_with_adamw_state_dict_resumes_the_same_steps():
+    """state_dict then load_state_dict into a fresh optimizer: the next steps are the same, bit for bit."""
+    from tinytorch.modern import make_muon_optimizer
+    from tinytorch.training import TrainConfig
+
+    torch.manual_seed(0)
+    idx = torch.randint(0, SMALL.vocab_size, (2, 8))
+
+    def steps(model, optimizer, n):
+        for _ in range(n):
+            optimizer.zero_grad()
+            model(idx).logsumexp(-1).mean().backward()
+            optimizer.step()
+
+    a = ModernGPT(SMALL)
+    b = ModernGPT(SMALL)
+    b.load_state_dict(a.state_dict())
+    opt_a, cfg = make_muon_optimizer(a, TrainConfig()), TrainConfig()
+    steps(a, opt_a, 2)
+    b.load_state_dict(a.state_dict())
+    opt_b = make_muon_optimizer(b, cfg)
+    opt_b.load_state_dict(copy.deepcopy(opt_a.state_dict()))  # a copy, as a checkpoint file is
+    assert {k for s in opt_b.state.values() for k in s} == {"momentum_buffer", "step", "exp_avg", "exp_avg_sq"}
+    steps(a, opt_a, 2)
+    steps(b, opt_b, 2)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_generation_with_the_grouped_cache_equals_uncached_past_block_size(do_sample):
+    from tinytorch.generation import generate
+
+    torch.manual_seed(0)
+    model = ModernGPT(dataclasses.replace(SMALL, qk_norm=True))
+    prompt = torch.randint(0, SMALL.vocab_size, (2, 5))
+    n = 3 * SMALL.block_size  # far past block_size: the window slides and the cache refills
+    runs = [
+        generate(model, prompt, n, do_sample=do_sample, generator=torch.Generator().manual_seed(1), **cache)
+        for cache in ({"kv_cache": GroupedKVCache}, {"use_cache": False})
+    ]
+    assert runs[0].shape == (2, 5 + n) and torch.equal(runs[0], runs[1])
+
+
+def test_generating_with_a_modern_model_without_its_cache_class_is_a_type_error():
+    from tinytorch.generation import generate
+
+    with pytest.raises(TypeError, match="ModernConfig needs its own cache class: pass kv_cache="):
+        generate(ModernGPT(SMALL), torch.zeros(1, 3, dtype=torch.long), 2)
+
+
+def test_complete_streams_from_a_modern_checkpoint(tmp_path):
+    from tinytorch.checkpoint import complete, save_checkpoint
+    from tinytorch.embeddings import CharTokenizer
+    from tinytorch.modern import ARCHITECTURES
+
+    tokenizer = CharTokenizer.from_text("ROMEO: wherefore art thou")
+    model = ModernGPT(dataclasses.replace(SMALL, vocab_size=tokenizer.vocab_size))
+    save_checkpoint(tmp_path / "m.safetensors", model, tokenizer, architectures=ARCHITECTURES)
+    text = complete("ROMEO:", 40, seed=1, model=tmp_path / "m.safetensors", architectures=ARCHITECTURES)
+    assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + 40
+    with pytest.raises(ValueError, match="architecture 'llama'"):
+        complete("ROMEO:", 5, model=tmp_path / "m.safetensors")
+
+
+def test_a_preset_becomes_a_modern_config_of_its_sizes_with_as_many_kv_heads_as_heads():
+    from tinytorch.config import GPTConfig
+    from tinytorch.modern import modern_config_from_preset
+
+    gpt, modern = GPTConfig.from_preset("shakespeare"), modern_config_from_preset("shakespeare")
+    assert (modern.n_layer, modern.n_head, modern.n_kv_head, modern.n_embd) == (6, 6, 6, 192)
+    assert (modern.vocab_size, modern.block_size) == (gpt.vocab_size, gpt.block_size)
+    with pytest.raises(ValueError, match="unknown preset 'bogus'"):
+        modern_config_from_preset("bogus")

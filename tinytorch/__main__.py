@@ -34,11 +34,14 @@ def preview(args: argparse.Namespace) -> None:
 # for the command's own. None on the command line unless given: a resumed run takes them from its checkpoint.
 TRAIN_OPTIONS = dict(
     preset=None,
+    arch=None,
     steps="max_steps",
     batch_size="batch_size",
     grad_accum="grad_accum",
     lr="lr",
     min_lr="min_lr",
+    optimizer=None,
+    muon_lr=None,
     warmup="warmup_steps",
     eval_interval="eval_interval",
     eval_batches="eval_batches",
@@ -51,10 +54,13 @@ BPE_VOCAB_SIZE = 1024  # --vocab-size when --tokenizer bpe is given without it
 DEFAULT = TrainConfig()  # the one home of train's defaults; the command's own follow
 TRAIN_DEFAULTS = {option: getattr(DEFAULT, field) for option, field in TRAIN_OPTIONS.items() if field is not None}
 TRAIN_DEFAULTS |= dict(preset="shakespeare", tokenizer="char", vocab_size=None)  # vocab_size: BPE_VOCAB_SIZE for bpe
+TRAIN_DEFAULTS |= dict(arch="gpt2", optimizer="adamw", muon_lr=None)  # muon_lr: Muon's own default (MUON_LR)
 RESUMED_FIELDS = {option: field for option, field in TRAIN_OPTIONS.items() if field not in (None, "max_steps")}
 # the options --minutes chooses itself, or that its study did not vary: all but the evaluation's batches and the seed
 PLANNED = tuple(option for option in TRAIN_OPTIONS if option not in ("eval_batches", "seed"))
 SHIPPED_MODEL_NAMES = ("shakespeare", "shakespeare-bpe")  # tinytorch.checkpoint.SHIPPED_MODELS, without importing torch
+ARCH_NAMES = ("gpt2", "llama")  # tinytorch.modern.ARCHITECTURES, without importing torch
+MUON_LR = 0.02  # the default lr of tinytorch.modern.Muon (chapter 11), for --help without importing torch
 
 
 class _Terminated(KeyboardInterrupt):
@@ -70,12 +76,13 @@ def train(args: argparse.Namespace) -> None:
     import torch
     import torch.distributed as dist
 
-    from tinytorch import GPT, CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
+    from tinytorch import CharTokenizer, GPTConfig, count_parameters, get_device, set_seed
     from tinytorch.bpe import GPT4_PATTERN, BPETokenizer
     from tinytorch.budget import SPARE_SECONDS, Deadline, plan_run
     from tinytorch.checkpoint import CheckpointNotSaved, Checkpointing, checkpoint_bytes, load_checkpoint
     from tinytorch.checkpoint import remove_leftovers, save_checkpoint
     from tinytorch.data import id_dtype, shakespeare
+    from tinytorch.modern import ARCHITECTURES, ModernConfig, modern_config_from_preset
     from tinytorch.training import TrainingDiverged, TrainingInterrupted, autocast
     from tinytorch.training import train as run_training
 
@@ -92,12 +99,19 @@ def train(args: argparse.Namespace) -> None:
             settings = {**TRAIN_DEFAULTS, **given}
             if "lr" in given and "min_lr" not in given:
                 settings["min_lr"] = given["lr"] / 10  # as TrainConfig's defaults: min_lr = lr / 10
+            if settings["muon_lr"] is not None and settings["optimizer"] != "muon":
+                raise ValueError(
+                    f"--muon-lr {settings['muon_lr']:g} is for --optimizer muon (AdamW's peak is --lr); add "
+                    "--optimizer muon or leave --muon-lr out"
+                )
             if settings["tokenizer"] == "char" and settings["vocab_size"] is not None:
                 raise ValueError(
                     f"--vocab-size {settings['vocab_size']} is for --tokenizer bpe (the characters' vocabulary is "
                     "the characters of the plays); add --tokenizer bpe or leave --vocab-size out"
                 )
-            config = GPTConfig.from_preset(settings["preset"])
+            from_preset = modern_config_from_preset if settings["arch"] == "llama" else GPTConfig.from_preset
+            config = from_preset(settings["preset"])
+            recipe = _optimizer_record(settings["optimizer"], settings["muon_lr"])
             settings["warmup"] = min(settings["warmup"], settings["steps"])  # a short run warms up for all of it
             cfg = TrainConfig(**{field: settings[option] for option, field in TRAIN_OPTIONS.items() if field})
             autocast(device, cfg.dtype)  # a ValueError where bfloat16 autocast is not supported
@@ -117,8 +131,9 @@ def train(args: argparse.Namespace) -> None:
             if not out.exists():
                 only = f"; {weights} holds weights only and cannot be resumed" if weights.exists() else ""
                 sys.exit(f"error: --resume given but there is no checkpoint at {out}{only}")
-            checkpoint = load_checkpoint(out)  # read once: Checkpointing resumes from it
+            checkpoint = load_checkpoint(out, architectures=ARCHITECTURES)  # read once: Checkpointing resumes from it
             cfg, config, step = _resumed_settings(checkpoint, given)
+            recipe = checkpoint.meta.get("optimizer")  # the run's own optimizer (None: AdamW)
             tokenizer = checkpoint.tokenizer  # the run's own: a BPE tokenizer is never trained again
         train_text, val_text = shakespeare()
         if not args.resume and args.minutes is None and settings["tokenizer"] == "bpe":  # from the training plays
@@ -142,6 +157,7 @@ def train(args: argparse.Namespace) -> None:
             )
         elif not args.resume:
             config = replace(config, vocab_size=tokenizer.vocab_size)
+        model_class = ARCHITECTURES["llama" if isinstance(config, ModernConfig) else "gpt2"].model
         if world > 1:
             local_rank = int(os.environ["LOCAL_RANK"])
             if device.type == "cuda":
@@ -149,7 +165,7 @@ def train(args: argparse.Namespace) -> None:
                 torch.cuda.set_device(device)
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         set_seed(cfg.seed)
-        model = GPT(config).to(device)
+        model = model_class(config).to(device)
         if args.compile:
             model.compile()  # in place: the weights keep their names, in the checkpoints too
         if rank == 0:
@@ -161,15 +177,19 @@ def train(args: argparse.Namespace) -> None:
             print(f"{name}: {count_parameters(model):,} parameters, {config}")
             unit = "characters" if isinstance(tokenizer, CharTokenizer) else f"tokens (BPE, {tokenizer.vocab_size:,})"
             print(f"data: {len(train_ids):,} training and {len(val_ids):,} validation {unit}; {cfg}")
-        saving = Checkpointing(out, checkpoint if args.resume else False, plan)
+        saving = Checkpointing(out, checkpoint if args.resume else False, plan, recipe, ARCHITECTURES)
         callbacks = [saving] if deadline is None else [saving, Deadline(deadline)]
         checkpoint = None  # Checkpointing holds it until it has restored the run
         start = time.perf_counter()
-        history = run_training(model, tokenizer, train_ids, val_ids, cfg, callbacks=callbacks)
+        history = run_training(
+            model, tokenizer, train_ids, val_ids, cfg, callbacks=callbacks, make_optimizer=_optimizer_factory(recipe)
+        )
         if rank == 0:  # for sampling: the final weights in float16, from the model in memory, and the run's record
             step, record = saving.saved, saving.meta  # the last step is always evaluated, so saved
             try:
-                save_checkpoint(weights, model, tokenizer, step, meta=record, dtype=torch.float16)
+                save_checkpoint(
+                    weights, model, tokenizer, step, meta=record, dtype=torch.float16, architectures=ARCHITECTURES
+                )
             except OSError as error:
                 sys.exit(
                     f"error: {weights} was not saved ({error.strerror}); {out} holds the final step {step}, "
@@ -232,6 +252,22 @@ def _check_minutes(args: argparse.Namespace, given: dict, world: int) -> None:
         sys.exit("error: --minutes plans a run of one process from its pace; under torchrun give --steps")
 
 
+def _optimizer_record(name: str, muon_lr: float | None) -> dict | None:
+    """What a checkpoint records about --optimizer: None for AdamW (as before there was a choice), else its name and
+    Muon's peak learning rate."""
+    return None if name == "adamw" else {"name": name, "muon_lr": MUON_LR if muon_lr is None else muon_lr}
+
+
+def _optimizer_factory(recipe: dict | None):
+    """train's make_optimizer for a run's optimizer record: chapter 06's AdamW, or chapter 11's Muon with AdamW."""
+    from functools import partial
+
+    from tinytorch.modern import make_muon_optimizer
+    from tinytorch.training import make_optimizer
+
+    return make_optimizer if recipe is None else partial(make_muon_optimizer, muon_lr=recipe["muon_lr"])
+
+
 def _resume_command(out: str) -> str:
     return f"tinytorch train --resume --out {shlex.quote(out)}"
 
@@ -280,16 +316,26 @@ def _own_folder(folder: Path):
 def _resumed_settings(checkpoint, given: dict):
     """(TrainConfig, GPTConfig, step) of a run to resume: the checkpoint's own, with more --steps if given. Exits
     with one line naming the options that would change the run."""
-    from tinytorch.checkpoint import resume_differences, saved_train_config, tokenizer_to_dict
+    from tinytorch.checkpoint import DEFAULT_ARCH, resume_differences, saved_train_config, tokenizer_to_dict
     from tinytorch.config import GPTConfig
+    from tinytorch.modern import modern_config_from_preset
 
     path, meta, config = checkpoint.path, checkpoint.meta, checkpoint.model.config
     if "param_groups" not in meta or "rng.generator" not in checkpoint.tensors:
         sys.exit(f"error: {path} holds weights only, not the state of a run; it cannot be resumed")
+    arch, recipe = meta.get("arch", DEFAULT_ARCH), meta.get("optimizer")
+    if recipe is not None and not (
+        isinstance(recipe, dict)
+        and recipe.get("name") == "muon"
+        and type(recipe.get("muon_lr")) in (int, float)
+        and 0 < recipe["muon_lr"] < float("inf")
+    ):
+        sys.exit(f"error: {path} records an unknown optimizer {str(recipe)[:60]}; it cannot be resumed")
     try:
         saved = saved_train_config(checkpoint)
         preset = given.get("preset")
-        preset = preset and replace(GPTConfig.from_preset(preset), vocab_size=config.vocab_size)
+        from_preset = modern_config_from_preset if arch == "llama" else GPTConfig.from_preset
+        preset = preset and replace(from_preset(preset), vocab_size=config.vocab_size)
     except ValueError as error:
         sys.exit(f"error: {error}")
     steps = given.get("steps", saved.max_steps)
@@ -302,6 +348,14 @@ def _resumed_settings(checkpoint, given: dict):
         fields["warmup_steps"] = min(fields["warmup_steps"], saved.max_steps)  # a fresh run cuts it to --steps too
     options = {field: option for option, field in RESUMED_FIELDS.items()} | {"config": "preset"}
     differ = []
+    optimizer = "adamw" if recipe is None else recipe["name"]
+    if given.get("arch", arch) != arch:
+        differ.append(f"--arch {given['arch']} (the run has {arch})")
+    if given.get("optimizer", optimizer) != optimizer:
+        differ.append(f"--optimizer {given['optimizer']} (the run has {optimizer})")
+    if "muon_lr" in given and (recipe is None or given["muon_lr"] != recipe["muon_lr"]):
+        run = "AdamW alone" if recipe is None else f"{recipe['muon_lr']:g}"
+        differ.append(f"--muon-lr {given['muon_lr']:g} (the run has {run})")
     kind = tokenizer_to_dict(checkpoint.tokenizer)["kind"]
     if given.get("tokenizer", kind) != kind:
         differ.append(f"--tokenizer {given['tokenizer']} (the run has {kind})")
@@ -323,13 +377,15 @@ def _resumed_settings(checkpoint, given: dict):
 
 def complete(args: argparse.Namespace) -> None:
     """Complete a phrase with a shipped Shakespeare model (--model) or --checkpoint, printing as it goes."""
+    from tinytorch.checkpoint import architecture_of, load_pretrained
     from tinytorch.config import get_device
-    from tinytorch.checkpoint import load_pretrained
     from tinytorch.generation import stream_text
+    from tinytorch.modern import ARCHITECTURES
 
     source = args.model if args.checkpoint is None else _checkpoint_file(args.checkpoint)
     try:
-        model, tokenizer = load_pretrained(source, get_device(args.device))
+        model, tokenizer = load_pretrained(source, get_device(args.device), ARCHITECTURES)
+        cache = ARCHITECTURES[architecture_of(model, ARCHITECTURES)].kv_cache  # the cache of the model's kind
         if args.compile:
             model.compile()
         special = [token for token in getattr(tokenizer, "special_tokens", {}) if token in args.prompt]
@@ -339,7 +395,15 @@ def complete(args: argparse.Namespace) -> None:
                 "complete does not take it in a prompt: leave it out (a new document starts after it anyway)"
             )
         pieces = stream_text(
-            model, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.seed
+            model,
+            tokenizer,
+            args.prompt,
+            args.max_new_tokens,
+            args.temperature,
+            args.top_k,
+            args.top_p,
+            args.seed,
+            cache,
         )
         if args.no_stream:
             print("".join(pieces))
@@ -532,6 +596,13 @@ def main(argv: list[str] | None = None) -> None:
         "becomes nan or inf, keeping the last good checkpoint. Runs under torchrun too.",
     )
     p.add_argument("--preset", help="model preset: tiny, shakespeare, gpt2 (default: shakespeare)")
+    p.add_argument(
+        "--arch",
+        choices=ARCH_NAMES,
+        help="the model: gpt2 (chapter 05's GPT: LayerNorm, learned positions, GELU MLP, tied head) or llama "
+        "(chapter 11's ModernGPT of the preset's sizes: RMSNorm, rotary positions, SwiGLU, untied head) "
+        "(default: gpt2)",
+    )
     p.add_argument("--steps", type=_integer(1), help=f"optimizer steps (default: {DEFAULT.max_steps})")
     p.add_argument(
         "--minutes",
@@ -545,6 +616,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grad-accum", type=_integer(1), help=f"micro-batches per step (default: {DEFAULT.grad_accum})")
     p.add_argument("--lr", type=POSITIVE, help=f"peak learning rate (default: {_exponent(DEFAULT.lr)})")
     p.add_argument("--min-lr", type=POSITIVE, help="final learning rate (default: lr / 10)")
+    p.add_argument(
+        "--optimizer",
+        choices=["adamw", "muon"],
+        help="adamw: AdamW on every weight; muon: Muon (chapter 11) on the blocks' weight matrices and AdamW (--lr) "
+        "on the embeddings, the output layer and the norms' gains, as the NanoGPT speedrun (default: adamw)",
+    )
+    p.add_argument(
+        "--muon-lr",
+        type=POSITIVE,
+        help=f"Muon's peak learning rate, with --optimizer muon; the schedule scales it as --lr (default: {MUON_LR:g})",
+    )
     p.add_argument("--warmup", type=_integer(0), help=f"warmup steps (default: {DEFAULT.warmup_steps})")
     p.add_argument(
         "--eval-interval",

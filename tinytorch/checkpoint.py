@@ -4,12 +4,18 @@
 __all__ = [
     "CHECKPOINT_FORMAT",
     "TOKENIZERS",
+    "ARCHITECTURES",
+    "DEFAULT_ARCH",
+    "COMPUTED_ALLOWANCE",
     "PRETRAINED",
     "SHIPPED_MODELS",
     "atomic_write",
     "remove_leftovers",
     "tokenizer_to_dict",
     "tokenizer_from_dict",
+    "Architecture",
+    "architecture_of",
+    "config_from_dict",
     "save_checkpoint",
     "checkpoint_bytes",
     "Checkpoint",
@@ -30,11 +36,12 @@ import errno
 import functools
 import glob
 import json
+import math
 import os
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from importlib import resources
 from pathlib import Path
 
@@ -47,7 +54,7 @@ from .bpe import BPETokenizer
 from .config import GPTConfig, shapes_only
 from .data import VAL_PLAYS
 from .embeddings import CharTokenizer
-from .generation import stream_text
+from .generation import KVCache, stream_text
 from .gpt import GPT
 from .training import Callback, Run, TrainConfig
 
@@ -111,6 +118,64 @@ def tokenizer_from_dict(data: dict) -> CharTokenizer | BPETokenizer:
     return TOKENIZERS[kind].from_dict(data)
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """A kind of model a checkpoint can hold: its config class, its model class (built as model(config)) and the class
+    of the KV cache it generates with (chapter 07's `kv_cache`)."""
+
+    config: type
+    model: type
+    kv_cache: type = KVCache
+
+
+# The kinds of model known here, by the name a checkpoint records ("arch"). This appendix comes before chapter 11,
+# so it knows only GPT-2's; chapter 11's ARCHITECTURES adds "llama", and the functions below take it as a value.
+ARCHITECTURES = {"gpt2": Architecture(GPTConfig, GPT)}
+DEFAULT_ARCH = "gpt2"  # a checkpoint without "arch" (saved before chapter 11) holds a GPT
+COMPUTED_ALLOWANCE = 2**24  # numbers a model may compute for itself (rotary tables) beyond the count of its weights
+
+
+def architecture_of(model: torch.nn.Module, architectures: dict[str, Architecture] = ARCHITECTURES) -> str:
+    """The name under which `architectures` knows the model's class; a TypeError naming the known ones if none."""
+    for name, arch in architectures.items():
+        if isinstance(model, arch.model):
+            return name
+    known = ", ".join(f"{name} ({arch.model.__name__})" for name, arch in architectures.items())
+    raise TypeError(
+        f"a checkpoint stores a model of a known architecture ({known}), got a {type(model).__name__}; for chapter "
+        "11's ModernGPT pass architectures=tinytorch.modern.ARCHITECTURES"
+    )
+
+
+def config_from_dict(config_class: type, data: dict):
+    """A config saved as JSON: built by its class (with its from_dict if it has one, whose checks come first), then
+    each value checked to have its default's type: a JSON "4" or 4.0 is no int, 1 is no bool, NaN no number."""
+    build = getattr(config_class, "from_dict", None)
+    config = build(data) if build is not None else config_class(**data)
+    for field in fields(config_class):
+        value, default = getattr(config, field.name), field.default
+        if isinstance(default, bool) or isinstance(value, bool):
+            fits = type(value) is type(default)
+        elif isinstance(default, int | float):
+            fits = isinstance(value, type(default) | int) and math.isfinite(value)
+        else:
+            fits = isinstance(value, type(default))
+        if not fits:
+            raise ValueError(f"config {field.name} must be a {type(default).__name__}, got {value!r:.40}")
+    return config
+
+
+def _stored(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint stores: the model's state_dict without a second name for a tied tensor (GPT's
+    lm_head.weight is its token embedding, saved once)."""
+    seen, stored = set(), {}
+    for name, value in model.state_dict(keep_vars=True).items():
+        if id(value) not in seen:
+            seen.add(id(value))
+            stored[name] = value
+    return stored
+
+
 # %% ../notebooks/09_training_runs.ipynb #bd595dad
 def save_checkpoint(
     path: str | Path,
@@ -121,13 +186,15 @@ def save_checkpoint(
     generator: torch.Generator | None = None,
     meta: dict | None = None,
     dtype: torch.dtype = torch.float32,
+    architectures: dict[str, Architecture] = ARCHITECTURES,
 ) -> None:
-    """Write weights, config, tokenizer and `meta` (+ optimizer and RNG state to resume) as one safetensors file."""
+    """Write weights, architecture, config, tokenizer and `meta` (+ optimizer and RNG state to resume) as one
+    safetensors file; `architectures` names the model's kind (chapter 11's knows its ModernGPT too)."""
     path = Path(path)
-    tensors = {
-        f"model.{k}": v.detach().to("cpu", dtype) for k, v in model.state_dict().items() if k != "lm_head.weight"
-    }
-    header = {"format": CHECKPOINT_FORMAT, "config": model.config.to_dict(), "tokenizer": tokenizer_to_dict(tokenizer)}
+    arch = architecture_of(model, architectures)
+    tensors = {f"model.{k}": v.detach().to("cpu", dtype) for k, v in _stored(model).items()}
+    header = {"format": CHECKPOINT_FORMAT, "arch": arch, "config": asdict(model.config)}
+    header["tokenizer"] = tokenizer_to_dict(tokenizer)
     header.update(step=step, **(meta or {}))
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -168,7 +235,7 @@ def _write_error(error: OSError | SafetensorError, path: Path, size: int) -> OSE
 def checkpoint_bytes(model: GPT, tokenizer: CharTokenizer | BPETokenizer, optimizer: bool = True) -> int:
     """About how many bytes `save_checkpoint` writes for this model: float32 weights (the tied head once) and, with
     `optimizer`, AdamW's two averages per weight, plus the tokenizer and a margin for the rest of the header."""
-    weights = sum(v.numel() for k, v in model.state_dict().items() if k != "lm_head.weight")
+    weights = sum(v.numel() for v in _stored(model).values())
     return 4 * weights * (3 if optimizer else 1) + len(json.dumps(tokenizer_to_dict(tokenizer))) + 100_000
 
 
@@ -184,8 +251,11 @@ class Checkpoint:
 
 
 # %% ../notebooks/09_training_runs.ipynb #f53ed9e6
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `save_checkpoint`; checks everything in it, never executes code from the file."""
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu", architectures: dict[str, Architecture] = ARCHITECTURES
+) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint`; checks everything in it, never executes code from the file.
+    `architectures`: the kinds of model it may hold (chapter 11's ARCHITECTURES adds its ModernGPT)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; train one with `tinytorch train --out DIR`")
@@ -195,16 +265,19 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError, TypeError) as error:
         raise ValueError(f"{path} is not a readable tinytorch checkpoint (truncated or corrupt?): {error}") from None
-    meta, config, tokenizer = _read_meta(path, header)
+    meta, arch, config, tokenizer = _read_meta(path, header, architectures)
     weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    _check_weights(path, config, weights)
-    model = GPT(config)  # only now: a config that matches the file's own weights
-    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)  # lm_head is tied to wte
+    _check_weights(path, arch, config, weights)
+    model = arch.model(config)  # only now: a config that matches the file's own weights
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)  # a tied lm_head is stored once
     return Checkpoint(model.to(device), tokenizer, meta, tensors, path)
 
 
-def _read_meta(path: Path, header: dict) -> tuple[dict, GPTConfig, CharTokenizer | BPETokenizer]:
-    """The metadata of a checkpoint, its config and its tokenizer; a ValueError naming the file if anything is wrong."""
+def _read_meta(
+    path: Path, header: dict, architectures: dict[str, Architecture]
+) -> tuple[dict, Architecture, GPTConfig, CharTokenizer | BPETokenizer]:
+    """The metadata of a checkpoint, its architecture, config and tokenizer; a ValueError naming the file if anything
+    is wrong."""
     if "tinytorch" not in header:
         raise ValueError(f"{path} has no tinytorch metadata: it was not written by save_checkpoint")
     try:
@@ -221,22 +294,37 @@ def _read_meta(path: Path, header: dict) -> tuple[dict, GPTConfig, CharTokenizer
     step = meta.get("step")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"{path}: the metadata's step must be an int >= 0, got {step!r:.60}")
+    name = meta.get("arch", DEFAULT_ARCH)
+    if not isinstance(name, str) or name not in architectures:
+        how = "; a 'llama' model loads with architectures=tinytorch.modern.ARCHITECTURES" if name == "llama" else ""
+        known = sorted(architectures)
+        raise ValueError(f"{path} holds a model of architecture {str(name)[:40]!r}, not one of {known}{how}")
+    arch = architectures[name]
     try:
-        config, tokenizer = GPTConfig.from_dict(meta["config"]), tokenizer_from_dict(meta["tokenizer"])
+        config, tokenizer = config_from_dict(arch.config, meta["config"]), tokenizer_from_dict(meta["tokenizer"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
     if tokenizer.vocab_size != config.vocab_size:
         raise ValueError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens, the config {config.vocab_size}")
-    return meta, config, tokenizer
+    return meta, arch, config, tokenizer
 
 
-def _check_weights(path: Path, config: GPTConfig, weights: dict[str, torch.Tensor]) -> None:
-    """Check the file's weights against its config before a model of that config is built: blocks, names, values."""
-    layers = {int(match.group(1)) for name in weights if (match := re.match(r"blocks\.(\d+)\.", name))}
+def _check_weights(path: Path, arch: Architecture, config: GPTConfig, weights: dict[str, torch.Tensor]) -> None:
+    """Check the file's weights against its config before a model of that config is built: blocks, names, values,
+    and the size of what the model computes itself (chapter 11's rotary tables grow with block_size, not weights)."""
+    layers = {int(match.group(1)) for name in weights if (match := re.match(r"(?:blocks|layers)\.(\d+)\.", name))}
     if len(layers) != config.n_layer or max(layers, default=-1) != config.n_layer - 1:
         raise ValueError(f"{path}: the config says n_layer={config.n_layer}, the file holds {len(layers)} blocks")
     with shapes_only():  # shapes without memory: a config that claims a huge model costs nothing here
-        expected = {k: v.shape for k, v in GPT(config).state_dict().items() if k != "lm_head.weight"}
+        model = arch.model(config)
+        expected = {k: v.shape for k, v in _stored(model).items()}
+        computed = sum(b.numel() for b in model.buffers())
+    held = sum(v.numel() for v in weights.values())
+    if computed > held + COMPUTED_ALLOWANCE:
+        raise ValueError(
+            f"{path}: its config (block_size={config.block_size}) asks for {computed:,} numbers of tables the model "
+            f"computes, more than its {held:,} weights allow; the config is damaged"
+        )
     if weights.keys() != expected.keys():
         missing, extra = sorted(expected.keys() - weights.keys()), sorted(weights.keys() - expected.keys())
         raise ValueError(f"{path} does not match its config: missing {missing[:3]}, unexpected {extra[:3]}")
@@ -270,17 +358,19 @@ def checkpoint_path(name_or_path: str | Path) -> Path:
 
 
 def load_pretrained(
-    name_or_path: str | Path = "shakespeare", device: str | torch.device = "cpu"
+    name_or_path: str | Path = "shakespeare",
+    device: str | torch.device = "cpu",
+    architectures: dict[str, Architecture] = ARCHITECTURES,
 ) -> tuple[GPT, CharTokenizer | BPETokenizer]:
     """(model, tokenizer) of a shipped model (a name in SHIPPED_MODELS) or of a checkpoint file."""
-    checkpoint = load_checkpoint(checkpoint_path(name_or_path), device)
+    checkpoint = load_checkpoint(checkpoint_path(name_or_path), device, architectures)
     return checkpoint.model.eval(), checkpoint.tokenizer
 
 
 # %% ../notebooks/09_training_runs.ipynb #6467ae3d
 @functools.lru_cache(maxsize=2)
-def _cached_pretrained(path: Path) -> tuple[GPT, CharTokenizer | BPETokenizer]:
-    return load_pretrained(path)
+def _cached_pretrained(path: Path, architectures: tuple) -> tuple[GPT, CharTokenizer | BPETokenizer]:
+    return load_pretrained(path, architectures=dict(architectures))
 
 
 def complete(
@@ -291,10 +381,12 @@ def complete(
     top_p: float | None = None,
     seed: int | None = None,
     model: str | Path = "shakespeare",
+    architectures: dict[str, Architecture] = ARCHITECTURES,
 ) -> str:
     """The prompt followed by the continuation of `model` (a shipped model's name or a checkpoint file), as text."""
-    gpt, tokenizer = _cached_pretrained(checkpoint_path(model))
-    return "".join(stream_text(gpt, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed))
+    gpt, tokenizer = _cached_pretrained(checkpoint_path(model), tuple(architectures.items()))
+    cache = architectures[architecture_of(gpt, architectures)].kv_cache
+    return "".join(stream_text(gpt, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, seed, cache))
 
 
 # %% ../notebooks/09_training_runs.ipynb #bd3783f6
@@ -342,17 +434,23 @@ class CheckpointNotSaved(OSError):
 
 
 def run_meta(
-    cfg: TrainConfig, history: list[dict], max_steps_changes: list[dict] | None = None, plan: dict | None = None
+    cfg: TrainConfig,
+    history: list[dict],
+    max_steps_changes: list[dict] | None = None,
+    plan: dict | None = None,
+    optimizer: dict | None = None,
 ) -> dict:
     """What a checkpoint records about its run: the TrainConfig, the evaluations so far, the held-out plays, each
-    change of max_steps made on resuming, and the plan that chose the run's shape for a time budget (appendix 10)."""
-    return {
+    change of max_steps made on resuming, the plan that chose the run's shape for a time budget (appendix 10) and
+    the optimizer if it is not chapter 06's AdamW (chapter 11's Muon: {"name": "muon", "muon_lr": 0.02})."""
+    record = {
         "train_config": asdict(cfg),
         "history": history,
         "val_plays": list(VAL_PLAYS),
         "max_steps_changes": max_steps_changes or [],
         "plan": plan,
     }
+    return record if optimizer is None else record | {"optimizer": optimizer}
 
 
 def saved_train_config(checkpoint: Checkpoint) -> TrainConfig:
@@ -405,10 +503,19 @@ class Checkpointing(Callback):
     """For chapter 06's `train`: save the run to `out` at every evaluation and when it is stopped (Ctrl-C, SIGTERM),
     recording `plan` (appendix 10) if given. With `resume`, first continue the run saved in `out` (True reads it; a
     `Checkpoint` already read from it is used as it is); a resumed run keeps its own plan. Under torchrun only the
-    first process writes."""
+    first process writes. `optimizer` is what the run records about its optimizer (None: chapter 06's AdamW), and a
+    resumed run must have the same; `architectures` are the kinds of model it may save (chapter 11 adds its own)."""
 
-    def __init__(self, out: str | Path, resume: bool | Checkpoint = False, plan: dict | None = None):
+    def __init__(
+        self,
+        out: str | Path,
+        resume: bool | Checkpoint = False,
+        plan: dict | None = None,
+        optimizer: dict | None = None,
+        architectures: dict[str, Architecture] = ARCHITECTURES,
+    ):
         self.out, self.resume, self.plan = Path(out), resume, plan
+        self.optimizer, self.architectures = optimizer, architectures
         self.saved: int | None = None  # the step that out holds from this run
         self.meta: dict | None = None  # the run's record in that checkpoint (run_meta)
         self.changes: list[dict] = []  # the run's record of max_steps changes
@@ -416,8 +523,13 @@ class Checkpointing(Callback):
     def on_start(self, run: Run) -> None:
         if self.resume is False:
             return
-        checkpoint = load_checkpoint(self.out) if self.resume is True else self.resume
+        checkpoint = load_checkpoint(self.out, architectures=self.architectures) if self.resume is True else self.resume
         self.resume = True  # the checkpoint's tensors are not held during the run
+        if checkpoint.meta.get("optimizer") != self.optimizer:
+            raise ValueError(
+                f"{checkpoint.path} was trained with optimizer {checkpoint.meta.get('optimizer') or 'AdamW'}, not "
+                f"{self.optimizer or 'AdamW'}; resume it with the optimizer it was started with"
+            )
         self.changes = _check_resume(checkpoint, run.tokenizer, run.cfg)
         run.step, run.history = restore(checkpoint, run.model, run.optimizer, run.generator)
         self.saved, self.plan = run.step, checkpoint.meta.get("plan")
@@ -433,9 +545,18 @@ class Checkpointing(Callback):
         """Checkpoint the run's step in out. A write that fails stops the run, saying which step out still holds."""
         if dist.is_initialized() and dist.get_rank() != 0:
             return
-        meta = run_meta(run.cfg, run.history, self.changes, self.plan)
+        meta = run_meta(run.cfg, run.history, self.changes, self.plan, self.optimizer)
         try:
-            save_checkpoint(self.out, run.model, run.tokenizer, run.step, run.optimizer, run.generator, meta)
+            save_checkpoint(
+                self.out,
+                run.model,
+                run.tokenizer,
+                run.step,
+                run.optimizer,
+                run.generator,
+                meta,
+                architectures=self.architectures,
+            )
         except OSError as error:
             raise CheckpointNotSaved(run.step, self.saved, self.out, error) from None
         self.saved, self.meta = run.step, meta

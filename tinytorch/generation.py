@@ -19,7 +19,7 @@ import codecs
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -204,12 +204,20 @@ def stream_tokens(
     eos_token_id: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    kv_cache: Callable[..., KVCache] | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the next token of every sequence, (B * num_return_sequences,), one step at a time.
 
     Past block_size tokens the context is the last block_size tokens (a sliding window); learned
     positions are absolute, so the cached path then refills its cache from that window at each step.
+    `kv_cache` is the cache's class, called as kv_cache(model.config, B, device, dtype): KVCache for a GPT
+    (None), another for a model whose keys and values have other shapes (chapter 11's GroupedKVCache).
     """
+    if use_cache and kv_cache is None and not isinstance(model.config, GPTConfig):
+        raise TypeError(
+            f"a model with a {type(model.config).__name__} needs its own cache class: pass kv_cache= (chapter 11's "
+            "GroupedKVCache for a ModernGPT), or use_cache=False"
+        )
     V = model.config.vocab_size
     _check_sampling(
         V, max_new_tokens, temperature, top_k, top_p, repetition_penalty, num_return_sequences, eos_token_id
@@ -222,7 +230,8 @@ def stream_tokens(
     T = model.config.block_size
     idx = idx[:, -T:].repeat_interleave(num_return_sequences, dim=0)  # (B, T0): a long prompt is cropped
     greedy = not do_sample or temperature == 0
-    cache = KVCache(model.config, idx.size(0), idx.device, next(model.parameters()).dtype) if use_cache else None
+    dtype = next(model.parameters()).dtype
+    cache = (kv_cache or KVCache)(model.config, idx.size(0), idx.device, dtype) if use_cache else None
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
     was_training, threads = model.training, torch.get_num_threads()
     step_threads = decoding_threads(model) if idx.device.type == "cpu" else threads
@@ -283,8 +292,9 @@ def stream_text(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int | None = None,
+    kv_cache: Callable[..., KVCache] | None = None,
 ) -> Iterator[str]:
-    """Yield the prompt, then the text of each new token as soon as it is sampled."""
+    """Yield the prompt, then the text of each new token as soon as it is sampled; kv_cache: as stream_tokens's."""
     if not isinstance(prompt, str) or not prompt:
         raise ValueError(f"the prompt must be a non-empty string, got {prompt!r}; start the text, e.g. 'ROMEO:'")
     _check_sampling(tokenizer.vocab_size, max_new_tokens, temperature, top_k, top_p, 1.0, 1, None)  # before any text
@@ -297,7 +307,14 @@ def stream_text(
     # A subword token may end in the middle of a character (é is two bytes): hold such bytes until it is whole
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace") if isinstance(tokenizer, BPETokenizer) else None
     for next_id in stream_tokens(
-        model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        model,
+        idx,
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
+        kv_cache=kv_cache,
     ):
         piece = tokenizer.decode(next_id) if utf8 is None else utf8.decode(tokenizer.decode_bytes(next_id))
         if piece:

@@ -2,6 +2,7 @@
 
 # %% auto #0
 __all__ = [
+    "ARCHITECTURES",
     "RMSNorm",
     "rotary_cos_sin",
     "apply_rotary",
@@ -14,6 +15,10 @@ __all__ = [
     "ModernGPT",
     "orthogonalize",
     "Muon",
+    "MuonWithAdamW",
+    "muon_matrices",
+    "make_muon_optimizer",
+    "modern_config_from_preset",
 ]
 
 # %% ../notebooks/11_modern.ipynb #15b50369
@@ -318,3 +323,60 @@ class Muon(torch.optim.Optimizer):
                 update = orthogonalize(p.grad.lerp(buf, momentum), group["steps"])  # Nesterov: a step ahead
                 p.mul_(1 - lr * group["weight_decay"])
                 p.add_(update, alpha=-lr * math.sqrt(max(1.0, p.size(0) / p.size(1))))  # tall: a larger step
+
+
+# %% ../notebooks/11_modern.ipynb #5e0b7a31
+from dataclasses import asdict
+
+from .checkpoint import ARCHITECTURES as GPT2_ARCHITECTURES
+from .checkpoint import Architecture
+from .config import GPTConfig
+from .training import TrainConfig, make_optimizer
+from .validation import check_number
+
+
+class MuonWithAdamW(torch.optim.Optimizer):
+    """One optimizer for chapter 06's train: Muon for the param groups whose "rule" is "muon", AdamW for the rest."""
+
+    def __init__(self, muon: Muon, adamw: torch.optim.AdamW):
+        for rule, optimizer in (("muon", muon), ("adamw", adamw)):
+            for group in optimizer.param_groups:
+                group["rule"] = rule
+        self.rules = {"muon": muon, "adamw": adamw}
+        super().__init__([*muon.param_groups, *adamw.param_groups], {})  # the same group dicts: one schedule
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Each rule's step on its own groups, with this optimizer's state (load_state_dict replaces both)."""
+        for rule, optimizer in self.rules.items():
+            optimizer.param_groups = [group for group in self.param_groups if group["rule"] == rule]
+            optimizer.state = self.state  # one state, keyed by parameter
+            optimizer.step()
+
+
+def muon_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The blocks' weight matrices, which Muon trains: the weight of every nn.Linear but the output layer's."""
+    head = model.lm_head.weight  # GPT-2's is the token embedding, tied
+    return [m.weight for m in model.modules() if isinstance(m, nn.Linear) and m.weight is not head]
+
+
+def make_muon_optimizer(model: nn.Module, cfg: TrainConfig, muon_lr: float | None = None) -> MuonWithAdamW:
+    """For train's make_optimizer: Muon (peak muon_lr, Muon's default if None) on the blocks' matrices, chapter
+    06's AdamW (peak cfg.lr) on the rest; the Muon group's lr_scale keeps its peak through the schedule."""
+    if muon_lr is not None:
+        check_number("muon_lr", muon_lr, 0, low_ok=False)
+    matrices = muon_matrices(model)
+    muon = Muon(matrices) if muon_lr is None else Muon(matrices, lr=muon_lr)
+    muon.param_groups[0]["lr_scale"] = muon.param_groups[0]["lr"] / cfg.lr  # the schedule times this
+    return MuonWithAdamW(muon, make_optimizer(model, cfg, exclude=matrices))
+
+
+def modern_config_from_preset(name: str) -> ModernConfig:
+    """A preset's sizes (chapter 01's PRESETS) with Llama's block: as many key and value heads as query heads."""
+    sizes = asdict(GPTConfig.from_preset(name))  # an unknown name: chapter 01's error
+    shared = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")  # GPT-2's dropout and biases: not here
+    return ModernConfig(**{key: sizes[key] for key in shared}, n_kv_head=sizes["n_head"])
+
+
+# appendix 09's architectures and this chapter's, for load_checkpoint, save_checkpoint, Checkpointing and complete
+ARCHITECTURES = {**GPT2_ARCHITECTURES, "llama": Architecture(ModernConfig, ModernGPT, GroupedKVCache)}

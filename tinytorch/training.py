@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -48,9 +48,11 @@ def get_batch(ids: torch.Tensor, batch_size: int, block_size: int, generator: to
 
 
 # %% ../notebooks/06_training.ipynb #d3dd6d65
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (dim >= 2) only, not on biases and LayerNorm gains."""
-    params = list(model.parameters())  # a tied tensor appears once
+def make_optimizer(model: nn.Module, cfg: TrainConfig, exclude: Sequence[nn.Parameter] = ()) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (dim >= 2) only, not on biases and LayerNorm gains; for all the model's
+    parameters but those in `exclude` (chapter 11 gives the blocks' matrices to another optimizer)."""
+    skip = {id(p) for p in exclude}
+    params = [p for p in model.parameters() if id(p) not in skip]  # a tied tensor appears once
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
@@ -264,9 +266,12 @@ def train(
     cfg: TrainConfig,
     progress: bool = True,
     callbacks: Sequence[Callback] = (),
+    make_optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] = make_optimizer,
 ) -> list[dict]:
     """Train `model` in place; returns the evaluations. The callbacks are called at the run's moments (appendix 09
-    saves and resumes through them, appendix 10 keeps a deadline).
+    saves and resumes through them, appendix 10 keeps a deadline). `make_optimizer(model, cfg)` builds the optimizer
+    (Build 8's AdamW unless chapter 11's Muon is given); a param group with an "lr_scale" follows the schedule times
+    that scale.
 
     Stops with TrainingDiverged if the loss stops being a finite number (found within cfg.log_interval steps, always
     before an evaluation or a save), with TrainingInterrupted on Ctrl-C or SIGTERM (after the step in progress).
@@ -307,7 +312,7 @@ def train(
         while run.step < run.cfg.max_steps:
             cfg, mine = run.cfg, slice(rank * run.cfg.batch_size, (rank + 1) * run.cfg.batch_size)
             for group in run.optimizer.param_groups:
-                group["lr"] = get_lr(run.step, cfg)
+                group["lr"] = get_lr(run.step, cfg) * group.get("lr_scale", 1.0)  # each group in proportion
             batches = []
             for _ in range(cfg.grad_accum):
                 x, y = get_batch(train_ids, cfg.batch_size * world, T, run.generator)  # the global batch: (world*B, T)
