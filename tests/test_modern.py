@@ -303,3 +303,10 @@ def test_a_preset_becomes_a_modern_config_of_its_sizes_with_as_many_kv_heads_as_
     assert (modern.vocab_size, modern.block_size) == (gpt.vocab_size, gpt.block_size)
     with pytest.raises(ValueError, match="unknown preset 'bogus'"):
         modern_config_from_preset("bogus")
+
+
+def test_config_checks_types_as_gptconfig_does():
+    with pytest.raises(TypeError, match=r"n_layer must be an int, got '2' \(str\)"):
+        dataclasses.replace(SMALL, n_layer="2")
+    with pytest.raises(TypeError, match="mlp_hidden must be an int"):
+        dataclasses.replace(SMALL, mlp_hidden=True)

@@ -32,6 +32,7 @@ from torch import nn
 from .attention import causal_mask
 from .embeddings import check_token_ids
 from .generation import KVCache, LayerKVCache
+from .validation import check_int
 
 
 # %% ../notebooks/11_modern.ipynb #4c3f4e6b
@@ -114,9 +115,7 @@ class ModernConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_int(name, getattr(self, name), 1, expected="a positive integer")  # as GPTConfig checks them
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
             raise ValueError(
                 f"n_embd={self.n_embd} / n_head={self.n_head} must be an even whole number (each head's size); "
@@ -129,8 +128,7 @@ class ModernConfig:
             )
         if self.mlp not in ("swiglu", "relu2"):
             raise ValueError(f"mlp must be 'swiglu' or 'relu2', got {self.mlp!r}")
-        if isinstance(self.mlp_hidden, bool) or not isinstance(self.mlp_hidden, int) or self.mlp_hidden < 0:
-            raise ValueError(f"mlp_hidden must be a whole number >= 0 (0: the default width), got {self.mlp_hidden!r}")
+        check_int("mlp_hidden", self.mlp_hidden, 0, expected="a whole number >= 0 (0: the default width)")
 
     @property
     def hidden(self) -> int:
