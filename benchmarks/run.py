@@ -320,8 +320,11 @@ def plot_speed(bars: list) -> None:
     fig.savefig(ROOT / "benchmarks" / "speed.png", dpi=110)
 
 
-def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | None = None) -> list[dict]:
-    """tinytorch.training.train, with "minutes" of training (evaluations not counted) in each record."""
+def timed_train(
+    model, tokenizer, train_ids, val_ids, cfg, deadline: float | None = None, make_optimizer=None
+) -> list[dict]:
+    """tinytorch.training.train (with `make_optimizer` if given), with "minutes" of training (evaluations not
+    counted) in each record."""
     from tinytorch import training
     from tinytorch.budget import Deadline
 
@@ -346,6 +349,7 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | Non
             cfg,
             progress=False,
             callbacks=[] if deadline is None else [Deadline(deadline)],
+            make_optimizer=make_optimizer or training.make_optimizer,
         )
     finally:
         training.evaluate = evaluate

@@ -8,6 +8,7 @@ import torch
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
+from tinytorch.modern import apply_rotary
 from tinytorch.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,3 +28,43 @@ def test_timed_train_records_training_minutes_at_each_evaluation():
     assert [record["step"] for record in history] == [3, 6]
     assert all(0 <= record["minutes"] < 10 and record["val"] > 0 for record in history)
     assert history[0]["minutes"] <= history[1]["minutes"]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chapter_11_screen_changes_one_thing_at_a_time():
+    modern = _load("modern")
+    shape = dict(n_layer=2, n_head=4, n_embd=16, block_size=8)
+    config = GPTConfig(vocab_size=11, **shape)
+    idx = torch.randint(0, 11, (2, 8), generator=torch.Generator().manual_seed(0))
+    names = {}
+    for change in modern.CHANGES:
+        torch.manual_seed(0)
+        model = modern.gpt_with(change, config)
+        assert model(idx).shape == (2, 8, 11), change
+        names[change] = {name for name, _ in model.named_parameters()}
+    assert names["muon"] == names["none"]  # only the optimizer differs
+    torch.manual_seed(0)
+    rope = modern.gpt_with("rope", config)
+    assert not rope.embeddings.wpe.weight.requires_grad and rope.embeddings.wpe.weight.abs().sum() == 0
+    torch.manual_seed(0)
+    control = modern.gpt_with("modern attention", config)
+    attn = control.blocks[0].attn
+    x = torch.randn(2, 8, 16)
+    q = attn.attn.q_proj(x).view(2, 8, 4, 4).transpose(1, 2)
+    assert torch.equal(apply_rotary(q, attn.cos, attn.sin), q)  # the control turns nothing
+    zero = modern.gpt_with("zero_init", config)
+    assert all(p.abs().sum() == 0 for n, p in zero.named_parameters() if n.endswith("proj.weight"))
+    untied = modern.gpt_with("untied", config)
+    assert untied.lm_head.weight is not untied.embeddings.wte.weight
+    gqa = modern.gpt_with("gqa", config)
+    assert gqa.blocks[0].attn.attn.k_proj.out_features == 8  # 2 key heads of 4 for 4 query heads
+    _, make = modern.build({**shape, "change": "muon"}, 11)
+    assert type(make(model, TrainConfig())).__name__ == "MuonWithAdamW"
+    runs = modern.screen_runs()
+    assert len(runs) == 3 * len(modern.CHANGES) and len({modern.key(r) for r in runs}) == len(runs)

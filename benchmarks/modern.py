@@ -1,0 +1,285 @@
+"""Chapter 11's study: which of today's changes to GPT-2 help at a learner's scale, at equal minutes of training.
+
+Screening: the 2-minute frontier recipe (appendix 10's FRONTIER[0], GPT-2's block, AdamW) with one change at a time,
+each made by swapping chapter 11's module into chapter 05's GPT (so nothing else moves), three seeds each. Then the
+best combination, as chapter 11's ModernGPT (and Muon where it helps), against the frontier at 10 and 30 minutes.
+Each finished run is appended to modern.jsonl; a run already there (same spec) is skipped, so a study resumes.
+
+    python benchmarks/modern.py screen                  # the 2-minute screen: every change x 3 seeds
+    python benchmarks/modern.py RUNS.json               # any list of runs (see `build` for a run's keys)
+    python benchmarks/modern.py --report                # modern.md and modern.png from modern.jsonl
+"""
+
+import argparse
+import json
+import math
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "modern.jsonl"
+SEEDS = (1337, 1, 2)
+# each change alone; "modern attention" is the control of the three attention changes: chapter 11's attention
+# (separate q, k, v without biases) with GPT-2's learned positions, no rotation, no QK-norm, all heads
+CHANGES = (
+    "none",
+    "rmsnorm",
+    "modern attention",
+    "rope",
+    "qk_norm",
+    "gqa",
+    "swiglu",
+    "relu2",
+    "untied",
+    "zero_init",
+    "muon",
+)
+SESSION = time.strftime("%Y-%m-%d")
+
+
+class SwappedAttention(nn.Module):
+    """Chapter 11's ModernAttention in chapter 04's Block: forward(x, kv_cache) with its own angles (or none)."""
+
+    def __init__(self, config, n_kv_head: int, qk_norm: bool, rope: bool):
+        super().__init__()
+        from tinytorch.modern import ModernAttention, ModernConfig, rotary_cos_sin
+
+        modern = ModernConfig(
+            vocab_size=config.vocab_size,
+            block_size=config.block_size,
+            n_layer=config.n_layer,
+            n_head=config.n_head,
+            n_kv_head=n_kv_head,
+            n_embd=config.n_embd,
+            qk_norm=qk_norm,
+        )
+        self.attn = ModernAttention(modern)
+        hs = config.n_embd // config.n_head
+        cos, sin = rotary_cos_sin(hs, config.block_size)  # (T, hs)
+        if not rope:
+            cos, sin = torch.ones_like(cos), torch.zeros_like(sin)  # a turn by zero: positions come from wpe
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def forward(self, x: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        T = x.size(1)
+        return self.attn(x, self.cos[:T], self.sin[:T])  # (B, T, C)
+
+
+def gpt_with(change: str, config) -> nn.Module:
+    """Chapter 05's GPT with one of CHANGES; new modules get GPT-2's initialization (their writes into the stream
+    scaled by 1/sqrt(2L))."""
+    from tinytorch import GPT
+    from tinytorch.modern import ReLUSquared, RMSNorm, SwiGLU
+
+    model = GPT(config)
+    fresh = []  # modules put in, to initialize
+    if change == "rmsnorm":
+        for block in model.blocks:
+            block.ln_1, block.ln_2 = RMSNorm(config.n_embd), RMSNorm(config.n_embd)
+        model.ln_f = RMSNorm(config.n_embd)
+    elif change in ("modern attention", "rope", "qk_norm", "gqa"):
+        n_kv = config.n_head // 2 if change == "gqa" else config.n_head
+        for block in model.blocks:
+            block.attn = SwappedAttention(config, n_kv, qk_norm=change == "qk_norm", rope=change == "rope")
+            fresh.append(block.attn)
+        if change == "rope":
+            nn.init.zeros_(model.embeddings.wpe.weight)
+            model.embeddings.wpe.weight.requires_grad_(False)  # positions only through the rotation
+    elif change in ("swiglu", "relu2"):
+        mlp = SwiGLU if change == "swiglu" else ReLUSquared
+        hidden = 8 * config.n_embd // 3 if change == "swiglu" else 4 * config.n_embd  # GPT-2's MLP size
+        for block in model.blocks:
+            block.mlp = mlp(config.n_embd, hidden)
+            fresh.append(block.mlp)
+    elif change == "untied":
+        model.lm_head.weight = nn.Parameter(torch.randn_like(model.lm_head.weight) * 0.02)
+    elif change == "zero_init":
+        for name, param in model.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.zeros_(param)
+    elif change not in ("none", "muon"):
+        raise ValueError(f"unknown change {change!r}; choose from {', '.join(CHANGES)}")
+    for module in fresh:
+        for name, param in module.named_parameters():
+            if param.dim() == 2:
+                std = (
+                    0.02 / math.sqrt(2 * config.n_layer)
+                    if name.endswith(("o_proj.weight", "down_proj.weight"))
+                    else 0.02
+                )
+                nn.init.normal_(param, mean=0.0, std=std)
+    return model
+
+
+def build(spec: dict, vocab_size: int):
+    """The model and optimizer builder of a run: spec["change"] (screening: one of CHANGES on GPT-2) or
+    spec["modern"] (a dict of ModernConfig's choices: chapter 11's ModernGPT); spec["optimizer"]: "adamw" or
+    "muon"; the shape and recipe keys as scaling.py's."""
+    from tinytorch import GPTConfig
+    from tinytorch.modern import ModernConfig, ModernGPT, make_muon_optimizer
+    from tinytorch.training import make_optimizer
+
+    shape = {key: spec[key] for key in ("block_size", "n_layer", "n_head", "n_embd")}
+    if "modern" in spec:
+        model = ModernGPT(ModernConfig(vocab_size=vocab_size, **shape, **spec["modern"]))
+    else:
+        model = gpt_with(spec["change"], GPTConfig(vocab_size=vocab_size, **shape))
+    muon = spec.get("optimizer") == "muon" or spec.get("change") == "muon"
+    return model, (partial(make_muon_optimizer, muon_lr=spec.get("muon_lr")) if muon else make_optimizer)
+
+
+def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
+    """Train spec's model for spec["minutes"] of training time (evaluations not counted); the final evaluation."""
+    from run import timed_train
+
+    from tinytorch import count_parameters
+    from tinytorch.training import TrainConfig
+
+    seed = spec["seed"]
+    torch.manual_seed(seed)  # the initial weights
+    model, make_optimizer = build(spec, tokenizer.vocab_size)
+    cfg = TrainConfig(
+        max_steps=10**6,  # the deadline refits it to the minutes, at the run's own pace
+        batch_size=spec["batch_size"],
+        lr=spec["lr"],
+        min_lr=spec["lr"] / 10,
+        warmup_steps=100,
+        weight_decay=0.1,
+        eval_interval=10**9,  # one evaluation: at the last step
+        eval_batches=20,
+        seed=seed,  # the batches' order and the evaluation's fixed batches
+    )
+    deadline = time.perf_counter() + 60 * spec["minutes"]
+    history = timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline, make_optimizer=make_optimizer)
+    last = history[-1]
+    return {
+        **spec,
+        "params": count_parameters(model),
+        "steps": last["step"],
+        "train_minutes": last["minutes"],
+        "train": last["train"],
+        "val": last["val"],
+    }
+
+
+def screen_runs() -> list[dict]:
+    """Every change at 2 minutes on the 2-minute frontier recipe, three seeds; seeds outermost, so that a partial
+    study has every change at its first seed."""
+    from tinytorch.budget import FRONTIER
+
+    base = FRONTIER[0]
+    recipe = dict(
+        minutes=2,
+        n_layer=base.n_layer,
+        n_head=base.n_head,
+        n_embd=base.n_embd,
+        block_size=base.block_size,
+        batch_size=base.batch_size,
+        lr=base.lr,
+    )
+    return [{**recipe, "change": change, "seed": seed} for seed in SEEDS for change in CHANGES]
+
+
+def key(spec: dict) -> str:
+    """A run's identity: its spec without the session and results."""
+    return json.dumps({k: spec[k] for k in sorted(spec) if k in SPEC_KEYS}, sort_keys=True)
+
+
+SPEC_KEYS = {"minutes", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr", "seed", "change", "modern"}
+SPEC_KEYS |= {"optimizer", "muon_lr"}
+
+
+def report() -> None:
+    """modern.md (the screen's table: mean, range and every seed per change, and the difference to no change) and
+    modern.png (the same with the seeds' range as error bars)."""
+    from run import machine, pyplot
+
+    runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    screen = [r for r in runs if "change" in r and r["minutes"] == 2 and not r.get("discarded")]
+    groups = {change: [r for r in screen if r["change"] == change] for change in CHANGES}
+    groups = {change: rs for change, rs in groups.items() if rs}
+    base = statistics.mean(r["val"] for r in groups["none"]) if "none" in groups else float("nan")
+    lines = [
+        f"Machine: {machine()}. Command: `python benchmarks/modern.py screen`, then `python benchmarks/modern.py "
+        "--report`.",
+        "",
+        "**The screen**: the 2-minute frontier recipe (GPT-2's block, 2 x 96, context 64, batch 32, lr 6e-3, AdamW) "
+        "with one change each, trained for 2 minutes of training time (evaluations not counted; the run refits its "
+        "steps to the deadline at its own pace), one run at a time. Validation loss: 20 fixed batches of the four "
+        "held-out plays. The seed draws the weights, the batches and the evaluation batches.",
+        "",
+        "| change | seeds | val loss, mean | range | each seed | vs none | steps, mean | parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for change, rs in groups.items():
+        vals = [r["val"] for r in rs]
+        mean = statistics.mean(vals)
+        lines.append(
+            f"| {change} | {len(rs)} | **{mean:.3f}** | {max(vals) - min(vals):.3f} "
+            f"| {', '.join(f'{v:.3f}' for v in vals)} | {mean - base:+.3f} "
+            f"| {statistics.mean(r['steps'] for r in rs):,.0f} | {rs[0]['params']:,} |"
+        )
+    for r in runs:
+        if r.get("discarded"):
+            lines.append(f"\nDiscarded: {r.get('change') or r.get('modern')} seed {r['seed']}: {r['discarded']}")
+    text = "\n".join(lines) + "\n"
+    (ROOT / "benchmarks" / "modern.md").write_text(text)
+    print(text)
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    names = list(groups)[::-1]
+    means = [statistics.mean(r["val"] for r in groups[n]) for n in names]
+    lows = [m - min(r["val"] for r in groups[n]) for m, n in zip(means, names, strict=True)]
+    highs = [max(r["val"] for r in groups[n]) - m for m, n in zip(means, names, strict=True)]
+    ax.errorbar(means, range(len(names)), xerr=[lows, highs], fmt="o", capsize=3)
+    ax.axvline(base, color="grey", ls="--", lw=1, label="no change (mean)")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("validation loss after 2 minutes (mean; bars: the seeds' range)")
+    ax.set_title("One change at a time on the 2-minute recipe")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(ROOT / "benchmarks" / "modern.png", dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="?", help="'screen', or a JSON list of runs")
+    parser.add_argument("--report", action="store_true", help="write modern.md and modern.png from modern.jsonl")
+    args = parser.parse_args()
+    if args.report:
+        report()
+        return
+    if args.runs is None:
+        parser.error("give 'screen', RUNS.json or --report")
+    from scaling import cpu_lock
+
+    from tinytorch.data import shakespeare
+    from tinytorch.embeddings import CharTokenizer
+
+    specs = screen_runs() if args.runs == "screen" else json.loads(Path(args.runs).read_text())
+    done = {key(json.loads(line)) for line in RESULTS.read_text().splitlines()} if RESULTS.exists() else set()
+    train_text, val_text = shakespeare()
+    tokenizer = CharTokenizer.from_text(train_text + val_text)
+    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
+    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
+    for spec in specs:
+        if key(spec) in done:
+            continue
+        with cpu_lock():  # one torch process at a time: two on the same cores slow each other tens of times
+            result = run(spec, train_ids, val_ids, tokenizer)
+        result["session"] = SESSION
+        time.sleep(3)  # let a process waiting for the cores have them between runs
+        with RESULTS.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
