@@ -160,6 +160,7 @@ def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
     last = history[-1]
     return {
         **spec,
+        "session": SESSION,
         "params": count_parameters(model),
         "steps": last["step"],
         "train_minutes": last["minutes"],
@@ -258,27 +259,11 @@ def main() -> None:
         return
     if args.runs is None:
         parser.error("give 'screen', RUNS.json or --report")
-    from scaling import cpu_lock
-
-    from tinytorch.data import shakespeare
-    from tinytorch.embeddings import CharTokenizer
+    from scaling import run_each
 
     specs = screen_runs() if args.runs == "screen" else json.loads(Path(args.runs).read_text())
     done = {key(json.loads(line)) for line in RESULTS.read_text().splitlines()} if RESULTS.exists() else set()
-    train_text, val_text = shakespeare()
-    tokenizer = CharTokenizer.from_text(train_text + val_text)
-    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
-    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
-    for spec in specs:
-        if key(spec) in done:
-            continue
-        with cpu_lock():  # one torch process at a time: two on the same cores slow each other tens of times
-            result = run(spec, train_ids, val_ids, tokenizer)
-        result["session"] = SESSION
-        time.sleep(3)  # let a process waiting for the cores have them between runs
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(result) + "\n")
-        print(json.dumps(result), flush=True)
+    run_each([spec for spec in specs if key(spec) not in done], run, RESULTS)  # an interrupted study resumes
 
 
 if __name__ == "__main__":

@@ -83,6 +83,27 @@ def cpu_lock(path: str = os.environ.get("TINYTORCH_CPU_LOCK", "/tmp/cpu.lock")):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def run_each(specs: list[dict], run, results: Path) -> None:
+    """run(spec, train_ids, val_ids, tokenizer) for each spec on the plays' characters, one at a time under the CPU
+    lock, each result appended to `results` (a JSON line) as it finishes."""
+    from tinytorch.data import shakespeare
+    from tinytorch.embeddings import CharTokenizer
+
+    train_text, val_text = shakespeare()
+    tokenizer = CharTokenizer.from_text(train_text + val_text)
+    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
+    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
+    for spec in specs:
+        with cpu_lock():  # one torch process at a time: two on the same cores slow each other tens of times
+            began = time.perf_counter()
+            result = run(spec, train_ids, val_ids, tokenizer)
+            result["wall_minutes"] = (time.perf_counter() - began) / 60
+        time.sleep(3)  # let a process waiting for the cores have them between runs
+        with results.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+        print(json.dumps(result), flush=True)
+
+
 NANOGPT = ((2.1, 1.902, "nanoGPT's CPU recipe"), (26, 1.540, "nanoGPT's best 26-minute configuration"))
 GOALS = {2: 1.65, 10: 1.52, 30: 1.42}  # issue 18: validation loss on the held-out plays
 
@@ -249,22 +270,7 @@ def main() -> None:
         return
     if args.runs is None:
         parser.error("give RUNS.json or --report")
-    from tinytorch.data import shakespeare
-    from tinytorch.embeddings import CharTokenizer
-
-    train_text, val_text = shakespeare()
-    tokenizer = CharTokenizer.from_text(train_text + val_text)
-    train_ids = torch.tensor(tokenizer.encode(train_text), dtype=torch.uint8)
-    val_ids = torch.tensor(tokenizer.encode(val_text), dtype=torch.uint8)
-    for spec in json.loads(Path(args.runs).read_text()):
-        with cpu_lock():  # one torch process at a time: two on the same cores slow each other tens of times
-            began = time.perf_counter()
-            result = run(spec, train_ids, val_ids, tokenizer)
-            result["wall_minutes"] = (time.perf_counter() - began) / 60
-        time.sleep(3)  # let a process waiting for the cores have them between runs
-        with RESULTS.open("a") as f:
-            f.write(json.dumps(result) + "\n")
-        print(json.dumps(result), flush=True)
+    run_each(json.loads(Path(args.runs).read_text()), run, RESULTS)
 
 
 if __name__ == "__main__":

@@ -310,3 +310,23 @@ def test_config_checks_types_as_gptconfig_does():
         dataclasses.replace(SMALL, n_layer="2")
     with pytest.raises(TypeError, match="mlp_hidden must be an int"):
         dataclasses.replace(SMALL, mlp_hidden=True)
+
+
+@pytest.mark.parametrize("changes", [{}, {"n_kv_head": 1, "qk_norm": True}])
+def test_the_explorers_explicit_path_gives_the_fused_kernels_logits(changes):
+    from tinytorch.viz import attention_maps
+
+    torch.manual_seed(0)
+    model = ModernGPT(ModernConfig(vocab_size=20, block_size=12, n_layer=2, n_head=4, n_embd=32, **changes)).eval()
+    idx = torch.randint(0, 20, (1, 12))
+    with torch.no_grad():
+        fast = model(idx)
+    maps = attention_maps(model, idx)  # switches every layer's explicit path on, then off
+    assert maps.shape == (2, 4, 12, 12)
+    assert torch.allclose(maps.sum(-1), torch.ones(2, 4, 12)) and torch.all(maps.triu(1) == 0)  # causal rows
+    for layer in model.layers:
+        layer.self_attn.keep_weights = True
+    with torch.no_grad():
+        explicit = model(idx)
+    torch.testing.assert_close(explicit, fast, atol=1e-5, rtol=1e-5)
+    assert all(layer.self_attn.weights.shape == (1, 4, 12, 12) for layer in model.layers)

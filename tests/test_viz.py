@@ -307,3 +307,8 @@ def test_a_prompt_it_cannot_read_clears_the_chart_instead_of_keeping_the_last_pr
     assert base64.b64decode(bundle["image/png"]).startswith(PNG) and "no chart" in bundle["text/plain"]
     playground.prompt.value = "to be"  # readable again: its chart and no message
     assert view.labels == playground.render()["labels"] and view.labels and playground.message.value == ""
+
+
+def test_attention_maps_of_a_model_without_the_switch_is_a_type_error():
+    with pytest.raises(TypeError, match="no keep_weights switch"):
+        attention_maps(torch.nn.Sequential(torch.nn.Embedding(5, 4)), torch.zeros(1, 3, dtype=torch.long))

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import causal_mask
+from .attention import attention_weights, causal_mask
 from .embeddings import check_token_ids
 from .generation import KVCache, LayerKVCache
 from .validation import check_int
@@ -150,6 +150,8 @@ class ModernAttention(nn.Module):
         self.o_proj = nn.Linear(config.n_head * hs, config.n_embd, bias=False)  # mixes the heads
         self.q_norm = RMSNorm(hs, config.norm_eps) if config.qk_norm else None
         self.k_norm = RMSNorm(hs, config.norm_eps) if config.qk_norm else None
+        self.keep_weights = False  # True: chapter 03's explicit path, the weights kept in self.weights (appendix 08)
+        self.weights: torch.Tensor | None = None  # (B, nh, T, Tk) of the last forward with keep_weights
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kv_cache=None) -> torch.Tensor:
         """y (B, T, C) for x (B, T, C); cos, sin (T, hs) of these positions; kv_cache: one block's, chapter 07."""
@@ -166,10 +168,14 @@ class ModernAttention(nn.Module):
         group = self.n_head // self.n_kv_head
         k = k.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs): each key head serves `group` query heads
         v = v.repeat_interleave(group, dim=1)  # (B, nh, Tk, hs)
-        Tk = k.size(2)
-        is_causal = T == Tk and T > 1
-        mask = None if is_causal or T == 1 else causal_mask(T, Tk, x.device)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, nh, T, hs)
+        if self.keep_weights:  # explicit path: every step visible
+            self.weights = attention_weights(q, k).detach()  # (B, nh, T, Tk)
+            y = self.weights @ v  # (B, nh, T, hs)
+        else:  # fast path: one fused PyTorch kernel, same math
+            Tk = k.size(2)
+            is_causal = T == Tk and T > 1
+            mask = None if is_causal or T == 1 else causal_mask(T, Tk, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)  # (B, nh, T, hs)
         return self.o_proj(y.transpose(1, 2).contiguous().view(B, T, C))  # (B, T, C)
 
 

@@ -43,7 +43,9 @@ def attention_maps(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     """Attention weights of every head for token ids idx (1, T): (n_layer, n_head, T, T)."""
     if idx.dim() != 2 or idx.size(0) != 1:
         raise ValueError(f"idx must have shape (1, T), got {tuple(idx.shape)}; use idx[None] for one text")
-    layers = [block.attn for block in model.blocks]
+    layers = [module for module in model.modules() if hasattr(module, "keep_weights")]  # chapter 03's or 11's
+    if not layers:
+        raise TypeError(f"{type(model).__name__}'s attention layers have no keep_weights switch to show their weights")
     was_training = model.training
     model.eval()  # no dropout: we want the weights the model really uses
     try:
