@@ -122,7 +122,8 @@ def repeats_section(repeats: list[dict], study: list[dict]) -> list[str]:
             "",
             f"**Repeats, session {session}** (another machine: compare these runs with each other, not with the "
             "study's). Each line: one recipe at one budget, every seed (the seed draws the weights, the batches "
-            "and the evaluation batches); the pace is the median of the runs' timed steps, and `speed` is the "
+            "and the evaluation batches); the pace is the median of the runs' seconds per step (training minutes "
+            "over steps), and `speed` is the "
             "study's pace for the same recipe divided by it (below 1: slower than the study's machine).",
             "",
             "| budget | shape | batch | lr | seeds | val loss, mean | range | each seed | steps | s/step | speed |",
@@ -133,8 +134,10 @@ def repeats_section(repeats: list[dict], study: list[dict]) -> list[str]:
             groups.setdefault((r["minutes"], shape(r), r["batch_size"], r["lr"]), []).append(r)
         for (minutes, name, batch, lr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             vals, steps = [r["val"] for r in rs], [r["steps"] for r in rs]
-            pace = statistics.median(r["seconds_per_step"] for r in rs)
-            theirs = [r["seconds_per_step"] for r in study if (shape(r), r["batch_size"]) == (name, batch)]
+            pace = statistics.median(60 * r["train_minutes"] / r["steps"] for r in rs)  # the runs' own pace
+            theirs = [
+                60 * r["train_minutes"] / r["steps"] for r in study if (shape(r), r["batch_size"]) == (name, batch)
+            ]
             speed = f"{statistics.median(theirs) / pace:.2f}" if theirs else ""
             lines.append(
                 f"| {minutes:g} min | {name} | {batch} | {lr:g} | {len(rs)} | **{statistics.mean(vals):.3f}** "
