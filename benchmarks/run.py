@@ -324,6 +324,7 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | Non
     """tinytorch.training.train, with "minutes" of training (evaluations not counted) in each record."""
     from tinytorch import training
     from tinytorch.budget import Deadline
+    from tinytorch.checkpoint import UseTF32
 
     evaluate, start, spent = training.evaluate, time.perf_counter(), 0.0
     marks = []  # training minutes at each evaluation (train() evaluates the train, then the val batches)
@@ -345,7 +346,7 @@ def timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline: float | Non
             val_ids,
             cfg,
             progress=False,
-            callbacks=[] if deadline is None else [Deadline(deadline)],
+            callbacks=[UseTF32()] if deadline is None else [UseTF32(), Deadline(deadline)],  # TF32: as tinytorch train
         )
     finally:
         training.evaluate = evaluate
