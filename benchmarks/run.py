@@ -327,6 +327,7 @@ def timed_train(
     counted) in each record."""
     from tinytorch import training
     from tinytorch.budget import Deadline
+    from tinytorch.checkpoint import UseTF32
 
     evaluate, start, spent = training.evaluate, time.perf_counter(), 0.0
     marks = []  # training minutes at each evaluation (train() evaluates the train, then the val batches)
@@ -348,7 +349,7 @@ def timed_train(
             val_ids,
             cfg,
             progress=False,
-            callbacks=[] if deadline is None else [Deadline(deadline)],
+            callbacks=[UseTF32()] if deadline is None else [UseTF32(), Deadline(deadline)],  # TF32: as tinytorch train
             make_optimizer=make_optimizer or training.make_optimizer,
         )
     finally:

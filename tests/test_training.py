@@ -8,13 +8,14 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from tinytorch import checkpoint as checkpoint_module
 from tinytorch import training
-from tinytorch.checkpoint import Checkpointing, load_checkpoint, run_meta, save_checkpoint
+from tinytorch.checkpoint import Checkpointing, StopOnSignal, UseTF32, load_checkpoint, run_meta, save_checkpoint
 from tinytorch.config import GPTConfig
 from tinytorch.data import VAL_PLAYS, convert_play, id_dtype, play_paths, shakespeare
 from tinytorch.embeddings import CharTokenizer
@@ -319,13 +320,14 @@ def test_an_infinite_learning_rate_diverges_at_once_without_saving(tmp_path, tok
     assert list(tmp_path.iterdir()) == []
 
 
-def interrupt_at(step_index, monkeypatch):
-    """Send this process a real SIGINT (Ctrl-C) while train computes the learning rate of step `step_index`."""
+def interrupt_at(step_index, monkeypatch, signals=(signal.SIGINT,)):
+    """Send this process a real SIGINT (Ctrl-C), or `signals` one after the other, while train computes the learning
+    rate of step `step_index`."""
     real_get_lr, sent = training.get_lr, []
 
     def get_lr(step, cfg):
         if step == step_index and not sent:  # once: train asks for each parameter group's rate
-            sent.append(os.kill(os.getpid(), signal.SIGINT))
+            sent.extend(os.kill(os.getpid(), signum) for signum in signals)
         return real_get_lr(step, cfg)
 
     monkeypatch.setattr(training, "get_lr", get_lr)
@@ -343,7 +345,7 @@ def test_ctrl_c_finishes_the_step_saves_it_and_resumes_bit_exact(tmp_path, token
     interrupted = small_model(tokenizer, dropout=0.1)
     torch.manual_seed(1)  # the same start as the straight run
     with pytest.raises(TrainingInterrupted, match="stopped at step 3") as stopped:
-        train(interrupted, tokenizer, ids, ids, cfg, progress=False, callbacks=[Checkpointing(path)])
+        train(interrupted, tokenizer, ids, ids, cfg, progress=False, callbacks=[Checkpointing(path), StopOnSignal()])
     assert isinstance(stopped.value, KeyboardInterrupt) and stopped.value.step == 3
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C behaves as before once train returns
     assert load_checkpoint(path).meta["step"] == 3
@@ -537,6 +539,88 @@ def test_python_reads_the_loss_every_log_interval_steps_and_each_evaluation_once
     assert [h["step"] for h in history] == [6, 12] and all(math.isfinite(h["val"]) for h in history)
 
 
+class Steps(training.Callback):
+    """Records run.step after each step, and the SIGINT and SIGTERM handlers in force then."""
+
+    def __init__(self):
+        self.steps, self.handlers = [], set()
+
+    def on_step(self, run):
+        self.steps.append(run.step)
+        self.handlers |= {signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)}
+
+
+def test_without_stop_on_signal_ctrl_c_interrupts_the_step_at_once_and_nothing_is_saved(
+    tmp_path, tokenizer, ids, monkeypatch
+):
+    path, steps = tmp_path / "c.safetensors", Steps()
+    interrupt_at(2, monkeypatch)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(
+            small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(eval_interval=4), False, [Checkpointing(path), steps]
+        )
+    assert type(stopped.value) is KeyboardInterrupt  # not TrainingInterrupted: the third step never ended
+    assert steps.steps == [1, 2] and not path.exists()
+
+
+class CtrlCOnStop(training.Callback):
+    """Sends this process a second SIGINT in on_stop: the user presses Ctrl-C again while the run saves."""
+
+    def on_stop(self, run):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_second_ctrl_c_interrupts_at_once(tmp_path, tokenizer, ids, monkeypatch):
+    path, steps, handler = tmp_path / "c.safetensors", Steps(), signal.getsignal(signal.SIGINT)
+    interrupt_at(2, monkeypatch)
+    callbacks = [StopOnSignal(), steps, CtrlCOnStop(), Checkpointing(path)]
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(eval_interval=4), False, callbacks)
+    assert type(stopped.value) is KeyboardInterrupt and steps.steps == [1, 2, 3]  # raised before the save
+    assert not path.exists() and signal.getsignal(signal.SIGINT) is handler
+
+
+class Boom(Exception):
+    """A callback's failure (as a full disk makes Checkpointing fail)."""
+
+
+class FailAt(training.Callback):
+    """Raises Boom in on_start, or after step 2."""
+
+    def __init__(self, moment):
+        self.moment = moment
+
+    def on_start(self, run):
+        if self.moment == "on_start":
+            raise Boom
+
+    def on_step(self, run):
+        if self.moment == "on_step" and run.step == 2:
+            raise Boom
+
+
+@pytest.mark.parametrize("failing", [None, "on_start", "on_step"])
+def test_stop_on_signal_puts_the_handlers_back_however_the_run_ends(tokenizer, ids, failing):
+    before = {signum: signal.getsignal(signum) for signum in StopOnSignal.SIGNALS}
+    steps = Steps()
+    callbacks = [StopOnSignal(), steps, FailAt(failing)]
+    with pytest.raises(Boom) if failing else contextlib.nullcontext():
+        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=4), False, callbacks)
+    assert steps.steps == {None: [1, 2, 3, 4], "on_start": [], "on_step": [1, 2]}[failing]
+    assert steps.handlers.isdisjoint(before.values())  # during the run, StopOnSignal's own handler
+    assert {signum: signal.getsignal(signum) for signum in StopOnSignal.SIGNALS} == before
+
+
+def test_stop_on_signal_leaves_an_ignored_signal_ignored(tokenizer, ids):
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as `nohup` or a parent process may leave it
+    try:
+        steps = Steps()
+        train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=2), False, [StopOnSignal(), steps])
+        assert signal.SIG_IGN in steps.handlers and signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_a_step_that_is_not_finite_leaves_the_weights_without_python_reading_the_loss(tokenizer, ids, monkeypatch):
     model = small_model(tokenizer)
     optimizer = make_optimizer(model, tiny_cfg())  # fused AdamW on the CPU, as on a GPU
@@ -604,10 +688,23 @@ def test_batches_go_to_cuda_from_pinned_memory():
     assert x.is_cuda and torch.equal(x.cpu(), torch.arange(6))
 
 
-def test_tf32_only_on_cuda_and_only_while_training():
-    before = torch.get_float32_matmul_precision()
-    with training._tf32(torch.device("cpu")):
-        assert torch.get_float32_matmul_precision() == before
-    with training._tf32(torch.device("cuda")):  # only a flag: settable without a GPU
-        assert torch.get_float32_matmul_precision() == "high"
+class Precision(training.Callback):
+    """Records the float32 matmul precision after each step."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_step(self, run):
+        self.seen.append(torch.get_float32_matmul_precision())
+
+
+def test_tf32_only_on_cuda_and_only_while_training(tokenizer, ids):
+    before, precision = torch.get_float32_matmul_precision(), Precision()
+    train(small_model(tokenizer), tokenizer, ids, ids, tiny_cfg(max_steps=2), False, [UseTF32(), precision])
+    assert precision.seen == [before, before]  # on the CPU nothing changes
+    weight = SimpleNamespace(device=torch.device("cuda"))  # a run on a GPU, as UseTF32 sees it
+    on_gpu, tf32 = SimpleNamespace(model=SimpleNamespace(parameters=lambda: iter([weight]))), UseTF32()
+    tf32.on_start(on_gpu)  # only a flag: settable without a GPU
+    assert torch.get_float32_matmul_precision() == "high"
+    tf32.on_end(on_gpu)
     assert torch.get_float32_matmul_precision() == before

@@ -80,7 +80,7 @@ def train(args: argparse.Namespace) -> None:
     from tinytorch.bpe import GPT4_PATTERN, BPETokenizer
     from tinytorch.budget import SPARE_SECONDS, Deadline, plan_run
     from tinytorch.checkpoint import CheckpointNotSaved, Checkpointing, checkpoint_bytes, load_checkpoint
-    from tinytorch.checkpoint import remove_leftovers, save_checkpoint
+    from tinytorch.checkpoint import StopOnSignal, UseTF32, remove_leftovers, save_checkpoint
     from tinytorch.data import id_dtype, shakespeare
     from tinytorch.modern import ARCHITECTURES, ModernConfig, modern_config_from_preset
     from tinytorch.training import TrainingDiverged, TrainingInterrupted, autocast
@@ -118,7 +118,7 @@ def train(args: argparse.Namespace) -> None:
     except (TypeError, ValueError) as error:
         sys.exit(f"error: {error}")
     lock = _own_folder(folder) if rank == 0 else None  # the process that writes the folder owns it
-    terminate = signal.signal(signal.SIGTERM, _terminate)  # the loop saves first; outside it, SIGTERM acts as Ctrl-C
+    terminate = signal.signal(signal.SIGTERM, _terminate)  # outside train's StopOnSignal, SIGTERM acts as Ctrl-C
     try:
         if rank == 0:
             for path in (out, weights):
@@ -179,6 +179,7 @@ def train(args: argparse.Namespace) -> None:
             print(f"data: {len(train_ids):,} training and {len(val_ids):,} validation {unit}; {cfg}")
         saving = Checkpointing(out, checkpoint if args.resume else False, plan, recipe, ARCHITECTURES)
         callbacks = [saving] if deadline is None else [saving, Deadline(deadline)]
+        callbacks += [StopOnSignal(), UseTF32()]  # Ctrl-C and SIGTERM stop after the step, saved; TF32 on a GPU
         checkpoint = None  # Checkpointing holds it until it has restored the run
         start = time.perf_counter()
         history = run_training(

@@ -29,6 +29,8 @@ __all__ = [
     "saved_train_config",
     "resume_differences",
     "Checkpointing",
+    "StopOnSignal",
+    "UseTF32",
 ]
 
 # %% ../notebooks/09_training_runs.ipynb #27eade6e
@@ -39,7 +41,9 @@ import json
 import math
 import os
 import re
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from importlib import resources
@@ -560,3 +564,52 @@ class Checkpointing(Callback):
         except OSError as error:
             raise CheckpointNotSaved(run.step, self.saved, self.out, error) from None
         self.saved, self.meta = run.step, meta
+
+
+# %% ../notebooks/09_training_runs.ipynb #68c30517
+class StopOnSignal(Callback):
+    """For chapter 06's `train`: from on_start to on_end, Ctrl-C (SIGINT) and SIGTERM (what `kill`, `docker stop` and
+    a scheduler's preemption send) only set run.stop to the signal's number, and `train` stops after the step in
+    progress, once the callbacks have saved it. A second signal acts at once. Only in the main thread of a single
+    process (under torchrun the processes would not stop at the same step); an ignored signal stays ignored."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.previous = {}  # {signal number: the handler to put back}
+
+    def on_start(self, run: Run) -> None:
+        if threading.current_thread() is not threading.main_thread() or dist.is_initialized():
+            return
+
+        def request(signum: int, frame) -> None:
+            run.stop = signum
+            self.on_end(run)  # the previous handlers are back: a second signal acts at once
+
+        for signum in self.SIGNALS:
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):  # not ignored, and a handler we can put back
+                self.previous[signum] = signal.signal(signum, request)
+
+    def on_end(self, run: Run) -> None:
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
+        self.previous = {}
+
+
+# %% ../notebooks/09_training_runs.ipynb #5e46092c
+class UseTF32(Callback):
+    """For chapter 06's `train`: from on_start to on_end, float32 matrix products on a CUDA GPU use its TF32 units
+    (a 10-bit mantissa, several times faster); elsewhere nothing changes."""
+
+    def __init__(self):
+        self.before = None  # the precision to put back, if this callback changed it
+
+    def on_start(self, run: Run) -> None:
+        if next(run.model.parameters()).device.type == "cuda":
+            self.before = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision("high")  # TF32
+
+    def on_end(self, run: Run) -> None:
+        if self.before is not None:
+            torch.set_float32_matmul_precision(self.before)
+            self.before = None

@@ -19,11 +19,10 @@ __all__ = [
 # %% ../notebooks/06_training.ipynb #6ba5ce55
 import math
 import signal
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -176,39 +175,12 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """`train` stopped on Ctrl-C (or SIGTERM, `signum`) after finishing the step in progress (and letting its
-    callbacks save it)."""
+    """`train` stopped after finishing the step in progress (and letting its callbacks save it), because a callback
+    asked it to: appendix 09's `StopOnSignal` does on Ctrl-C or SIGTERM (`signum`)."""
 
     def __init__(self, step: int, signum: int = signal.SIGINT):
         super().__init__(f"stopped at step {step}")
         self.step, self.signum = step, signum
-
-
-class _StopAfterStep:
-    """While active, Ctrl-C (SIGINT) and SIGTERM (what `kill`, `docker stop` and a scheduler's preemption send) only
-    set `requested` to the signal's number; the training loop stops after its step. A second signal acts at once (an
-    interrupted save leaves the previous checkpoint whole: atomic_write). Only in the main thread of a single process:
-    under torchrun the processes would not stop at the same step, so there the signals act as usual."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self) -> "_StopAfterStep":
-        self.requested, self.previous = None, {}
-        if threading.current_thread() is threading.main_thread() and not dist.is_initialized():
-            for signum in self.SIGNALS:
-                previous = signal.getsignal(signum)
-                if previous not in (signal.SIG_IGN, None):  # not ignored, and a handler we can put back
-                    self.previous[signum] = signal.signal(signum, self._request)
-        return self
-
-    def _request(self, signum, frame) -> None:
-        self.requested = signum
-        for number, previous in self.previous.items():
-            signal.signal(number, previous)  # a second signal acts at once
-
-    def __exit__(self, *exc_info) -> None:
-        for signum, previous in self.previous.items():
-            signal.signal(signum, previous)
 
 
 @dataclass
@@ -223,11 +195,13 @@ class Run:
     step: int = 0  # optimizer steps done
     history: list[dict] = field(default_factory=list)  # the evaluations so far
     evaluation_seconds: float = 0.0  # spent evaluating (and in the callbacks' on_evaluation) in this call of train
+    stop: int | None = None  # set by a callback to a signal's number: stop after this step (appendix 09, Ctrl-C)
 
 
 class Callback:
     """What `train` calls at the moments of a run; here each does nothing. Appendix 09's `Checkpointing` saves and
-    resumes runs through them, appendix 10's `Deadline` ends a run on time."""
+    resumes runs through them and its `StopOnSignal` stops them on Ctrl-C, appendix 10's `Deadline` ends a run on
+    time."""
 
     def on_start(self, run: Run) -> None:
         """Before the first step."""
@@ -239,22 +213,10 @@ class Callback:
         """After each step (run.step counts it); may replace run.cfg."""
 
     def on_stop(self, run: Run) -> None:
-        """On Ctrl-C or SIGTERM, after the step in progress, before `train` raises TrainingInterrupted."""
+        """After the step in which a callback set run.stop, before `train` raises TrainingInterrupted."""
 
-
-@contextmanager
-def _tf32(device: torch.device) -> Iterator[None]:
-    """While active, float32 matrix products on a CUDA GPU use its TF32 units (a 10-bit mantissa, several times
-    faster); elsewhere nothing changes."""
-    if device.type != "cuda":
-        yield
-        return
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("high")  # TF32
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
+    def on_end(self, run: Run) -> None:
+        """However the run ends, returned or raised (even before this callback's on_start): undo what on_start did."""
 
 
 # %% ../notebooks/06_training.ipynb #cb48d486
@@ -269,15 +231,15 @@ def train(
     make_optimizer: Callable[[nn.Module, TrainConfig], torch.optim.Optimizer] = make_optimizer,
 ) -> list[dict]:
     """Train `model` in place; returns the evaluations. The callbacks are called at the run's moments (appendix 09
-    saves and resumes through them, appendix 10 keeps a deadline). `make_optimizer(model, cfg)` builds the optimizer
-    (Build 8's AdamW unless chapter 11's Muon is given); a param group with an "lr_scale" follows the schedule times
-    that scale.
+    saves and resumes through them and stops on Ctrl-C, appendix 10 keeps a deadline). `make_optimizer(model, cfg)`
+    builds the optimizer (Build 8's AdamW unless chapter 11's Muon is given); a param group with an "lr_scale" follows
+    the schedule times that scale.
 
     Stops with TrainingDiverged if the loss stops being a finite number (found within cfg.log_interval steps, always
-    before an evaluation or a save), with TrainingInterrupted on Ctrl-C or SIGTERM (after the step in progress).
-    Under torchrun every process draws the same global batch and trains on its own slice of it. On a CUDA GPU the
-    float32 matrix products use TF32.
+    before an evaluation or a save), with TrainingInterrupted after a step in which a callback set run.stop. Under
+    torchrun every process draws the same global batch and trains on its own slice of it (appendix 09).
     """
+    # rank, world: this process and how many there are, (0, 1) but under torchrun; appendix 09 explains their lines
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     device, T = next(model.parameters()).device, model.config.block_size
     forward = autocast(device, cfg.dtype)  # checked before anything is done
@@ -292,55 +254,59 @@ def train(
         "train": fixed_batches(train_ids, cfg.eval_batches, cfg.batch_size * world, T, seed=cfg.seed + 1),
         "val": fixed_batches(val_ids, cfg.eval_batches, cfg.batch_size * world, T, seed=cfg.seed + 2),
     }
-    for callback in callbacks:
-        callback.on_start(run)  # a resumed run is restored here
-    ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    model.train()
-    bar = tqdm(initial=run.step, total=run.cfg.max_steps, disable=not progress or rank != 0)
-    unread = []  # (loss, norm) of the steps since Python last read them: each read waits for a GPU
+    try:
+        for callback in callbacks:
+            callback.on_start(run)  # a resumed run is restored here
+        ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+        model.train()
+        bar = tqdm(initial=run.step, total=run.cfg.max_steps, disable=not progress or rank != 0)
+        unread = []  # (loss, norm) of the steps since Python last read them: each read waits for a GPU
 
-    def read() -> None:
-        """Read the unread steps' losses and norms at once; TrainingDiverged at the first that is not finite."""
-        values = torch.stack([torch.stack(pair).float() for pair in unread]).tolist()  # [[loss, norm], ...]
-        for step, (loss, norm) in enumerate(values, start=run.step - len(values) + 1):
-            if not (math.isfinite(loss) and math.isfinite(norm)):  # that step left the weights as they were
-                raise TrainingDiverged(step, f"the loss is {loss:.4g}, the gradient norm {norm:.4g}", run.cfg)
-        unread.clear()
-        bar.set_postfix(loss=f"{values[-1][0]:.3f}")
+        def read() -> None:
+            """Read the unread steps' losses and norms at once; TrainingDiverged at the first that is not finite."""
+            values = torch.stack([torch.stack(pair).float() for pair in unread]).tolist()  # [[loss, norm], ...]
+            for step, (loss, norm) in enumerate(values, start=run.step - len(values) + 1):
+                if not (math.isfinite(loss) and math.isfinite(norm)):  # that step left the weights as they were
+                    raise TrainingDiverged(step, f"the loss is {loss:.4g}, the gradient norm {norm:.4g}", run.cfg)
+            unread.clear()
+            bar.set_postfix(loss=f"{values[-1][0]:.3f}")
 
-    with bar, _StopAfterStep() as stop, _tf32(device):  # the bar is closed however the run ends
-        while run.step < run.cfg.max_steps:
-            cfg, mine = run.cfg, slice(rank * run.cfg.batch_size, (rank + 1) * run.cfg.batch_size)
-            for group in run.optimizer.param_groups:
-                group["lr"] = get_lr(run.step, cfg) * group.get("lr_scale", 1.0)  # each group in proportion
-            batches = []
-            for _ in range(cfg.grad_accum):
-                x, y = get_batch(train_ids, cfg.batch_size * world, T, run.generator)  # the global batch: (world*B, T)
-                batches.append((_to_device(x[mine], device), _to_device(y[mine], device)))  # this process's: (B, T)
-            unread.append(train_step(ddp, run.optimizer, batches, cfg.grad_clip, forward))
-            run.step += 1
-            evaluating = run.step % cfg.eval_interval == 0 or run.step == cfg.max_steps
-            if evaluating or run.step % cfg.log_interval == 0:
-                read()  # a diverged run is neither evaluated nor saved
-            if evaluating:
-                began = time.perf_counter()
-                record = {"step": run.step, **{k: evaluate(model, b, forward) for k, b in eval_sets.items()}}
-                if not (math.isfinite(record["train"]) and math.isfinite(record["val"])):
-                    raise TrainingDiverged(run.step, f"the evaluation gave {record}", cfg)
-                run.history.append(record)
+        with bar:  # closed however the run ends
+            while run.step < run.cfg.max_steps:
+                cfg, mine = run.cfg, slice(rank * run.cfg.batch_size, (rank + 1) * run.cfg.batch_size)
+                for group in run.optimizer.param_groups:
+                    group["lr"] = get_lr(run.step, cfg) * group.get("lr_scale", 1.0)  # each group in proportion
+                batches = []
+                for _ in range(cfg.grad_accum):
+                    x, y = get_batch(train_ids, cfg.batch_size * world, T, run.generator)  # global: (world*B, T)
+                    batches.append((_to_device(x[mine], device), _to_device(y[mine], device)))  # mine: (B, T)
+                unread.append(train_step(ddp, run.optimizer, batches, cfg.grad_clip, forward))
+                run.step += 1
+                evaluating = run.step % cfg.eval_interval == 0 or run.step == cfg.max_steps
+                if evaluating or run.step % cfg.log_interval == 0:
+                    read()  # a diverged run is neither evaluated nor saved
+                if evaluating:
+                    began = time.perf_counter()
+                    record = {"step": run.step, **{k: evaluate(model, b, forward) for k, b in eval_sets.items()}}
+                    if not (math.isfinite(record["train"]) and math.isfinite(record["val"])):
+                        raise TrainingDiverged(run.step, f"the evaluation gave {record}", cfg)
+                    run.history.append(record)
+                    for callback in callbacks:
+                        callback.on_evaluation(run)  # appendix 09 saves a checkpoint here
+                    run.evaluation_seconds += time.perf_counter() - began
                 for callback in callbacks:
-                    callback.on_evaluation(run)  # appendix 09 saves a checkpoint here
-                run.evaluation_seconds += time.perf_counter() - began
-            for callback in callbacks:
-                callback.on_step(run)  # appendix 10 refits max_steps here
-            bar.total = run.cfg.max_steps
-            if stop.requested:  # Ctrl-C was pressed (or SIGTERM came) during this step
-                if unread:
-                    read()  # appendix 09 saves the run now: not if it diverged
-                for callback in callbacks:
-                    callback.on_stop(run)
-                raise TrainingInterrupted(run.step, stop.requested)
-            bar.update()
-        if unread:  # a callback ended the run without an evaluation
-            read()
+                    callback.on_step(run)  # appendix 10 refits max_steps here
+                bar.total = run.cfg.max_steps
+                if run.stop is not None:  # a callback asked to stop after this step (appendix 09: on Ctrl-C)
+                    if unread:
+                        read()  # a diverged run is not saved
+                    for callback in callbacks:
+                        callback.on_stop(run)  # appendix 09 saves the run here
+                    raise TrainingInterrupted(run.step, run.stop)
+                bar.update()
+            if unread:  # a callback ended the run without an evaluation
+                read()
+    finally:
+        for callback in callbacks:
+            callback.on_end(run)  # however the run ends: appendix 09 puts the Ctrl-C handler back here
     return run.history
