@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 import tempfile
 
 
@@ -10,6 +11,11 @@ def pytest_configure(config):
     # ~/.cache/tinytorch. Set in the environment, so the notebooks' kernels and the subprocesses inherit it.
     config.tinytorch_cache = tempfile.mkdtemp(prefix="tinytorch-test-cache-")
     os.environ["TINYTORCH_CACHE"] = config.tinytorch_cache
+    # A shell that is not interactive starts a background job (`cmd &`) with Ctrl-C (SIGINT) ignored, and Python
+    # keeps it ignored; the tests that send Ctrl-C need Python's usual handler (StopOnSignal leaves an ignored signal
+    # alone). Put it back for the session: the subprocesses then start with it too.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config):
