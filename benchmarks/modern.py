@@ -148,8 +148,8 @@ def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
         max_steps=10**6,  # the deadline refits it to the minutes, at the run's own pace
         batch_size=spec["batch_size"],
         lr=spec["lr"],
-        min_lr=spec["lr"] / 10,
-        warmup_steps=100,
+        min_lr=spec["min_lr"],
+        warmup_steps=spec["warmup"],
         weight_decay=0.1,
         eval_interval=10**9,  # one evaluation: at the last step
         eval_batches=20,
@@ -183,17 +183,19 @@ def screen_runs() -> list[dict]:
         block_size=base.block_size,
         batch_size=base.batch_size,
         lr=base.lr,
+        min_lr=base.min_lr,
+        warmup=base.warmup,
     )
     return [{**recipe, "change": change, "seed": seed} for seed in SEEDS for change in CHANGES]
+
+
+SPEC_KEYS = {"minutes", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr", "min_lr", "warmup", "seed"}
+SPEC_KEYS |= {"change", "modern", "optimizer", "muon_lr"}
 
 
 def key(spec: dict) -> str:
     """A run's identity: its spec without the session and results."""
     return json.dumps({k: spec[k] for k in sorted(spec) if k in SPEC_KEYS}, sort_keys=True)
-
-
-SPEC_KEYS = {"minutes", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr", "seed", "change", "modern"}
-SPEC_KEYS |= {"optimizer", "muon_lr"}
 
 
 def report() -> None:

@@ -112,6 +112,11 @@ def shape(run: dict) -> str:
     return f"{run['n_layer']}x{run['n_embd']}, context {run['block_size']}"
 
 
+def run_pace(run: dict) -> float:
+    """A finished run's own pace: its training minutes over its steps."""
+    return 60 * run["train_minutes"] / run["steps"]
+
+
 def repeats_section(repeats: list[dict], study: list[dict]) -> list[str]:
     """Markdown: the repeated runs of each session, grouped by budget and shape (mean, range, seeds), and the
     session machine's pace against the study's for the same shape and batch."""
@@ -134,10 +139,8 @@ def repeats_section(repeats: list[dict], study: list[dict]) -> list[str]:
             groups.setdefault((r["minutes"], shape(r), r["batch_size"], r["lr"]), []).append(r)
         for (minutes, name, batch, lr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
             vals, steps = [r["val"] for r in rs], [r["steps"] for r in rs]
-            pace = statistics.median(60 * r["train_minutes"] / r["steps"] for r in rs)  # the runs' own pace
-            theirs = [
-                60 * r["train_minutes"] / r["steps"] for r in study if (shape(r), r["batch_size"]) == (name, batch)
-            ]
+            pace = statistics.median(run_pace(r) for r in rs)
+            theirs = [run_pace(r) for r in study if (shape(r), r["batch_size"]) == (name, batch)]
             speed = f"{statistics.median(theirs) / pace:.2f}" if theirs else ""
             lines.append(
                 f"| {minutes:g} min | {name} | {batch} | {lr:g} | {len(rs)} | **{statistics.mean(vals):.3f}** "
