@@ -6,6 +6,7 @@ best combination, as chapter 11's ModernGPT (and Muon where it helps), against t
 Each finished run is appended to modern.jsonl; a run already there (same spec) is skipped, so a study resumes.
 
     python benchmarks/modern.py screen                  # the 2-minute screen: every change x 3 seeds
+    python benchmarks/modern.py final                   # BEST against the frontier at 10 and 30 minutes x 2 seeds
     python benchmarks/modern.py RUNS.json               # any list of runs (see `build` for a run's keys)
     python benchmarks/modern.py --report                # modern.md and modern.png from modern.jsonl
 """
@@ -151,15 +152,17 @@ def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
         min_lr=spec["min_lr"],
         warmup_steps=spec["warmup"],
         weight_decay=0.1,
-        eval_interval=10**9,  # one evaluation: at the last step
+        eval_interval=spec.get("eval_interval", 10**9),  # by default one evaluation: at the last step
         eval_batches=20,
         seed=seed,  # the batches' order and the evaluation's fixed batches
     )
     deadline = time.perf_counter() + 60 * spec["minutes"]
     history = timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline, make_optimizer=make_optimizer)
     last = history[-1]
+    curve = {"curve": [[h["minutes"], h["val"]] for h in history]} if "eval_interval" in spec else {}
     return {
         **spec,
+        **curve,
         "session": SESSION,
         "params": count_parameters(model),
         "steps": last["step"],
@@ -189,8 +192,41 @@ def screen_runs() -> list[dict]:
     return [{**recipe, "change": change, "seed": seed} for seed in SEEDS for change in CHANGES]
 
 
+BEST = None  # the best combination of the screen: a spec's "modern" and "optimizer" (set from modern.md's screen)
+FINAL_SEEDS = (1337, 1)
+TARGET = 1.508  # the frontier's 10-minute result (appendix 10): the speedrun's measure is the minutes to reach it
+
+
+def final_runs() -> list[dict]:
+    """The frontier's recipe at 10 and 30 minutes (GPT-2, AdamW) and the same shape and batch as BEST, two seeds,
+    evaluated every 25 x minutes steps (the curve gives the minutes to reach TARGET); the shorter budget first, and
+    the two recipes alternate so that a change in the machine's pace touches both."""
+    from tinytorch.budget import FRONTIER
+
+    if BEST is None:
+        raise ValueError("BEST is not set: run the screen, read modern.md and set BEST to the best combination")
+    runs = []
+    for recipe in (r for r in FRONTIER if r.minutes in (10, 30)):
+        for seed in FINAL_SEEDS:
+            base = dict(
+                minutes=recipe.minutes,
+                n_layer=recipe.n_layer,
+                n_head=recipe.n_head,
+                n_embd=recipe.n_embd,
+                block_size=recipe.block_size,
+                batch_size=recipe.batch_size,
+                lr=recipe.lr,
+                min_lr=recipe.min_lr,
+                warmup=recipe.warmup,
+                seed=seed,
+                eval_interval=25 * recipe.minutes,
+            )
+            runs += [{**base, "change": "none"}, {**base, **BEST}]
+    return runs
+
+
 SPEC_KEYS = {"minutes", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr", "min_lr", "warmup", "seed"}
-SPEC_KEYS |= {"change", "modern", "optimizer", "muon_lr"}
+SPEC_KEYS |= {"change", "modern", "optimizer", "muon_lr", "eval_interval"}
 
 
 def key(spec: dict) -> str:
@@ -231,6 +267,7 @@ def report() -> None:
     for r in runs:
         if r.get("discarded"):
             lines.append(f"\nDiscarded: {r.get('change') or r.get('modern')} seed {r['seed']}: {r['discarded']}")
+    lines += final_report([r for r in runs if "curve" in r and not r.get("discarded")])
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "modern.md").write_text(text)
     print(text)
@@ -251,9 +288,68 @@ def report() -> None:
     fig.savefig(ROOT / "benchmarks" / "modern.png", dpi=110)
 
 
+def recipe_name(run: dict) -> str:
+    """ "frontier" for GPT-2 with AdamW, else the run's modern choices and optimizer."""
+    if run.get("change") == "none":
+        return "frontier (GPT-2, AdamW)"
+    choices = ", ".join(f"{k}={v}" for k, v in sorted(run.get("modern", {}).items()))
+    return f"modern ({choices}; {run.get('optimizer', 'adamw')})"
+
+
+def minutes_to(curve: list[list[float]], target: float) -> float | None:
+    """The training minutes at which the curve's validation loss first reaches `target` (linear between its
+    evaluations), or None if it never does."""
+    for (m0, v0), (m1, v1) in zip([[0.0, math.inf], *curve], curve, strict=False):
+        if v1 <= target:
+            return m1 if math.isinf(v0) else m0 + (m1 - m0) * (v0 - target) / (v0 - v1)
+    return None
+
+
+def final_report(runs: list[dict]) -> list[str]:
+    """The final section of modern.md: each recipe at each budget (mean, range, each seed, steps) and the minutes
+    each run needed to reach TARGET."""
+    if not runs:
+        return []
+    lines = [
+        "",
+        "**The best combination against the frontier**: `python benchmarks/modern.py final`. The frontier's recipe "
+        "(appendix 10) and the same shape, batch and learning rate with the combination, each trained for the "
+        "budget's minutes, evaluated along the way (the evaluations' time is not training time, and is taken from "
+        "the budget: both recipes pay it alike).",
+        "",
+        "| budget | recipe | seeds | val loss, mean | range | each seed | steps, mean | parameters |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["minutes"], recipe_name(r)), []).append(r)
+    for (minutes, name), rs in sorted(groups.items()):
+        vals = [r["val"] for r in rs]
+        lines.append(
+            f"| {minutes:g} min | {name} | {len(rs)} | **{statistics.mean(vals):.3f}** | {max(vals) - min(vals):.3f} "
+            f"| {', '.join(f'{v:.3f}' for v in vals)} | {statistics.mean(r['steps'] for r in rs):,.0f} "
+            f"| {rs[0]['params']:,} |"
+        )
+    lines += [
+        "",
+        f"**Minutes to reach {TARGET}** (the speedrun's measure): the training minutes at which each run's validation "
+        "loss first reached it (linear between evaluations), on each run's own schedule (a run of a longer budget "
+        "decays its learning rate later, so it reaches a loss later than a run planned to end there).",
+        "",
+        "| budget | recipe | each seed |",
+        "|---|---|---|",
+    ]
+    for (minutes, name), rs in sorted(groups.items()):
+        reached = [minutes_to(r["curve"], TARGET) for r in rs]
+        lines.append(
+            f"| {minutes:g} min | {name} | {', '.join('not reached' if m is None else f'{m:.1f}' for m in reached)} |"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="?", help="'screen', or a JSON list of runs")
+    parser.add_argument("runs", nargs="?", help="'screen', 'final', or a JSON list of runs")
     parser.add_argument("--report", action="store_true", help="write modern.md and modern.png from modern.jsonl")
     args = parser.parse_args()
     if args.report:
@@ -263,7 +359,8 @@ def main() -> None:
         parser.error("give 'screen', RUNS.json or --report")
     from scaling import run_each
 
-    specs = screen_runs() if args.runs == "screen" else json.loads(Path(args.runs).read_text())
+    named = {"screen": screen_runs, "final": final_runs}
+    specs = named[args.runs]() if args.runs in named else json.loads(Path(args.runs).read_text())
     done = {key(json.loads(line)) for line in RESULTS.read_text().splitlines()} if RESULTS.exists() else set()
     run_each([spec for spec in specs if key(spec) not in done], run, RESULTS)  # an interrupted study resumes
 

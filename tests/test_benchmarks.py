@@ -68,3 +68,25 @@ def test_chapter_11_screen_changes_one_thing_at_a_time():
     assert type(make(model, TrainConfig())).__name__ == "MuonWithAdamW"
     runs = modern.screen_runs()
     assert len(runs) == 3 * len(modern.CHANGES) and len({modern.key(r) for r in runs}) == len(runs)
+
+
+def test_chapter_11_final_runs_pair_the_recipes_and_read_the_minutes_to_the_target():
+    modern = _load("modern")
+    modern.BEST = None
+    try:
+        modern.final_runs()
+    except ValueError as e:
+        assert "BEST is not set" in str(e)
+    else:
+        raise AssertionError("final_runs ran without BEST")
+    modern.BEST = {"modern": {"mlp": "relu2"}, "optimizer": "muon"}
+    runs = modern.final_runs()
+    assert [r["minutes"] for r in runs] == [10] * 4 + [30] * 4  # the shorter budget first
+    assert [r.get("change", "modern") for r in runs[:2]] == ["none", "modern"]  # the recipes alternate
+    assert {r["seed"] for r in runs} == set(modern.FINAL_SEEDS) and len({modern.key(r) for r in runs}) == len(runs)
+    assert all(r["eval_interval"] == 25 * r["minutes"] for r in runs)
+    assert abs(modern.minutes_to([[1.0, 1.7], [2.0, 1.5], [3.0, 1.4]], 1.6) - 1.5) < 1e-9  # halfway from 1.7 to 1.5
+    assert modern.minutes_to([[1.0, 1.5]], 1.6) == 1.0  # the first evaluation already below
+    assert modern.minutes_to([[1.0, 1.7], [2.0, 1.65]], 1.6) is None
+    lines = modern.final_report([{**r, "val": 1.5, "steps": 10, "params": 5, "curve": [[1.0, 1.5]]} for r in runs])
+    assert sum("| 10 min | frontier" in line for line in lines) == 2  # the loss table and the minutes table
