@@ -1,8 +1,9 @@
 """Chapter 11's study: which of today's changes to GPT-2 help at a learner's scale, at equal minutes of training.
 
 Screening: the 2-minute frontier recipe (appendix 10's FRONTIER[0], GPT-2's block, AdamW) with one change at a time,
-each made by swapping chapter 11's module into chapter 05's GPT (so nothing else moves), three seeds each. Then the
-best combination, as chapter 11's ModernGPT (and Muon where it helps), against the frontier at 10 and 30 minutes.
+each made by swapping chapter 11's module into chapter 05's GPT (so nothing else moves), three seeds each; then the
+changes that helped, together (joined by "+", or as chapter 11's ModernGPT). Then the best (BEST) against the
+frontier at 10 and 30 minutes.
 Each finished run is appended to modern.jsonl; a run already there (same spec) is skipped, so a study resumes.
 
     python benchmarks/modern.py screen                  # the 2-minute screen: every change x 3 seeds
@@ -73,12 +74,20 @@ class SwappedAttention(nn.Module):
 
 
 def gpt_with(change: str, config) -> nn.Module:
-    """Chapter 05's GPT with one of CHANGES; new modules get GPT-2's initialization (their writes into the stream
-    scaled by 1/sqrt(2L))."""
+    """Chapter 05's GPT with one of CHANGES, or several joined by "+" ("swiglu+muon"); new modules get GPT-2's
+    initialization (their writes into the stream scaled by 1/sqrt(2L))."""
     from tinytorch import GPT
-    from tinytorch.modern import ReLUSquared, RMSNorm, SwiGLU
 
     model = GPT(config)
+    for one in change.split("+"):
+        _change(model, one, config)
+    return model
+
+
+def _change(model: nn.Module, change: str, config) -> None:
+    """Make one of CHANGES in `model`, in place."""
+    from tinytorch.modern import ReLUSquared, RMSNorm, SwiGLU
+
     fresh = []  # modules put in, to initialize
     if change == "rmsnorm":
         for block in model.blocks:
@@ -115,7 +124,6 @@ def gpt_with(change: str, config) -> nn.Module:
                     else 0.02
                 )
                 nn.init.normal_(param, mean=0.0, std=std)
-    return model
 
 
 def build(spec: dict, vocab_size: int):
@@ -128,10 +136,11 @@ def build(spec: dict, vocab_size: int):
 
     shape = {key: spec[key] for key in ("block_size", "n_layer", "n_head", "n_embd")}
     if "modern" in spec:
-        model = ModernGPT(ModernConfig(vocab_size=vocab_size, **shape, **spec["modern"]))
+        choices = {"n_kv_head": spec["n_head"], **spec["modern"]}  # all heads keep their keys unless it says
+        model = ModernGPT(ModernConfig(vocab_size=vocab_size, **shape, **choices))
     else:
         model = gpt_with(spec["change"], GPTConfig(vocab_size=vocab_size, **shape))
-    muon = spec.get("optimizer") == "muon" or spec.get("change") == "muon"
+    muon = spec.get("optimizer") == "muon" or "muon" in spec.get("change", "").split("+")
     return model, (partial(make_muon_optimizer, muon_lr=spec.get("muon_lr")) if muon else make_optimizer)
 
 
@@ -192,7 +201,9 @@ def screen_runs() -> list[dict]:
     return [{**recipe, "change": change, "seed": seed} for seed in SEEDS for change in CHANGES]
 
 
-BEST = None  # the best combination of the screen: a spec's "modern" and "optimizer" (set from modern.md's screen)
+# the best recipe of the screen: Muon alone on GPT-2's block (SwiGLU, the other change that helped alone, did not add
+# to it: "swiglu+muon" and ModernGPT with SwiGLU and Muon were both behind Muon alone; modern.md)
+BEST = {"change": "muon"}
 FINAL_SEEDS = (1337, 1)
 TARGET = 1.508  # the frontier's 10-minute result (appendix 10): the speedrun's measure is the minutes to reach it
 
@@ -234,6 +245,12 @@ def key(spec: dict) -> str:
     return json.dumps({k: spec[k] for k in sorted(spec) if k in SPEC_KEYS}, sort_keys=True)
 
 
+TABLE_HEAD = (
+    "| change | seeds | val loss, mean | range | each seed | vs none | steps, mean | parameters |",
+    "|---|---|---|---|---|---|---|---|",
+)
+
+
 def report() -> None:
     """modern.md (the screen's table: mean, range and every seed per change, and the difference to no change) and
     modern.png (the same with the seeds' range as error bars)."""
@@ -253,14 +270,27 @@ def report() -> None:
         "steps to the deadline at its own pace), one run at a time. Validation loss: 20 fixed batches of the four "
         "held-out plays. The seed draws the weights, the batches and the evaluation batches.",
         "",
-        "| change | seeds | val loss, mean | range | each seed | vs none | steps, mean | parameters |",
-        "|---|---|---|---|---|---|---|---|",
+        *TABLE_HEAD,
     ]
     for change, rs in groups.items():
         vals = [r["val"] for r in rs]
         mean = statistics.mean(vals)
         lines.append(
             f"| {change} | {len(rs)} | **{mean:.3f}** | {max(vals) - min(vals):.3f} "
+            f"| {', '.join(f'{v:.3f}' for v in vals)} | {mean - base:+.3f} "
+            f"| {statistics.mean(r['steps'] for r in rs):,.0f} | {rs[0]['params']:,} |"
+        )
+    together = {}  # 2-minute runs of several changes: "+"-joined, or chapter 11's ModernGPT
+    for r in runs:
+        if r["minutes"] == 2 and ("modern" in r or "+" in r.get("change", "")) and not r.get("discarded"):
+            together.setdefault(recipe_name(r), []).append(r)
+    if together:
+        lines += ["", "**Together** (the same recipe, 2 minutes; vs none: against the screen's none):", "", *TABLE_HEAD]
+    for name, rs in together.items():
+        vals = [r["val"] for r in rs]
+        mean = statistics.mean(vals)
+        lines.append(
+            f"| {name} | {len(rs)} | **{mean:.3f}** | {max(vals) - min(vals):.3f} "
             f"| {', '.join(f'{v:.3f}' for v in vals)} | {mean - base:+.3f} "
             f"| {statistics.mean(r['steps'] for r in rs):,.0f} | {rs[0]['params']:,} |"
         )
@@ -292,6 +322,8 @@ def recipe_name(run: dict) -> str:
     """ "frontier" for GPT-2 with AdamW, else the run's modern choices and optimizer."""
     if run.get("change") == "none":
         return "frontier (GPT-2, AdamW)"
+    if "change" in run:
+        return f"GPT-2 with {run['change']}"
     choices = ", ".join(f"{k}={v}" for k, v in sorted(run.get("modern", {}).items()))
     return f"modern ({choices}; {run.get('optimizer', 'adamw')})"
 

@@ -66,6 +66,10 @@ def test_chapter_11_screen_changes_one_thing_at_a_time():
     assert gqa.blocks[0].attn.attn.k_proj.out_features == 8  # 2 key heads of 4 for 4 query heads
     _, make = modern.build({**shape, "change": "muon"}, 11)
     assert type(make(model, TrainConfig())).__name__ == "MuonWithAdamW"
+    both = modern.gpt_with("swiglu+untied", config)  # changes joined by "+" are all made
+    assert type(both.blocks[0].mlp).__name__ == "SwiGLU" and both.lm_head.weight is not both.embeddings.wte.weight
+    _, make = modern.build({**shape, "change": "swiglu+muon"}, 11)
+    assert type(make(model, TrainConfig())).__name__ == "MuonWithAdamW"
     runs = modern.screen_runs()
     assert len(runs) == 3 * len(modern.CHANGES) and len({modern.key(r) for r in runs}) == len(runs)
 

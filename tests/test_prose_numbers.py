@@ -72,6 +72,9 @@ QUOTED = {  # chapter -> {number as the prose writes it: where it comes from}
         "0.027": "1.489 - 1.462, worked in the sentence",
         "0.05": "the largest spread of chapter 06's ladder (three seeds)",
     },
+    "11_modern": {
+        "1.58": "issue 27's goal at 2 minutes",
+    },
     "10_budget": {
         "5,000": "the preset's earlier run, appendix 09's table",
         "1.489": "the preset's earlier run, appendix 09's table",
