@@ -62,9 +62,9 @@ def trainable_parameters(model: nn.Module) -> int:
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
-    """Replace every LoRALinear of `model` by its merged Linear (in place); returns the model."""
+    """Replace every LoRALinear of `model` (every layer with a merged()) by its merged Linear, in place; returns it."""
     for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear):
+        if callable(getattr(module, "merged", None)):  # a LoRALinear, the package's or one of your own
             parent_name, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child, module.merged())
     return model
