@@ -205,7 +205,7 @@ def report() -> None:
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "finetune.md").write_text(text)
     print(text)
-    print("CLASSIFY = [  # (method, rank, seed, accuracy, per held-out play, trainable, minutes): finetune.jsonl")
+    print("CLASSIFY = [  # (method, rank, seed, accuracy, per held-out play, trainable, minutes, loss): finetune.jsonl")
     for row in literal(runs):
         print(f"    {row!r},")
     print("]")
@@ -213,7 +213,7 @@ def report() -> None:
 
 def literal(runs: list[dict]) -> list[tuple]:
     """The chapter's CLASSIFY rows: (method, rank, seed, accuracy, accuracy per held-out play in GENRES' order,
-    trainable parameters, training minutes), rounded, in the tables' order."""
+    trainable parameters, training minutes, training loss of the last 20 steps), rounded, in the tables' order."""
     ordered = sorted(runs, key=lambda r: (list(METHODS).index((r["method"], r["rank"])), r["seed"]))
     return [
         (
@@ -224,6 +224,7 @@ def literal(runs: list[dict]) -> list[tuple]:
             tuple(round(value, 3) for value in r["per_play"].values()),
             r["trainable"],
             round(r["train_minutes"], 2),
+            None if r["final_loss"] is None else round(r["final_loss"], 3),
         )
         for r in ordered
     ]

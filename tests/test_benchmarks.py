@@ -1,5 +1,6 @@
 """The benchmarks' shared training helper keeps up with the package (it wraps train's evaluate)."""
 
+import ast
 import importlib.util
 import json
 from pathlib import Path
@@ -102,3 +103,25 @@ def test_chapter_12_classify_study_lists_each_run_once_and_measures_each_method(
     finetune.report()
     table = (tmp_path / "benchmarks" / "finetune.md").read_text()
     assert "| majority class | 0 | 1 | **25.0%** |" in table and "| LoRA, rank 16 |" in table
+
+
+def held(notebook: str, variable: str) -> object:
+    """The literal assigned to `variable` in a code cell of the notebook."""
+    for cell in json.loads((ROOT / "notebooks" / notebook).read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] == "code":
+            for node in ast.parse("".join(cell["source"])).body:
+                if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [variable]:
+                    return ast.literal_eval(node.value)
+    raise AssertionError(f"{notebook} assigns no {variable}")
+
+
+def test_chapter_12_holds_every_run_of_the_classify_study_as_measured():
+    finetune = _load("finetune")
+    found = [finetune.key(r) for r in finetune.finished()]
+    assert len(found) == len(set(found)), "a run is in finetune.jsonl twice"
+    missing = {finetune.key(spec) for spec in finetune.classify_runs()} - set(found)
+    assert not missing, f"not measured yet: {sorted(missing)}"
+    assert held("12_finetune.ipynb", "CLASSIFY") == finetune.literal(finetune.finished()), (
+        "chapter 12's CLASSIFY differs from benchmarks/finetune.jsonl: paste what `python benchmarks/finetune.py "
+        "--report` prints"
+    )
