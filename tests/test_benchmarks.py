@@ -1,11 +1,13 @@
 """The benchmarks' shared training helper keeps up with the package (it wraps train's evaluate)."""
 
+import ast
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
 
-from tinytorch.config import GPTConfig
+from tinytorch.config import GPTConfig, count_parameters
 from tinytorch.embeddings import CharTokenizer
 from tinytorch.gpt import GPT
 from tinytorch.modern import apply_rotary
@@ -94,3 +96,58 @@ def test_chapter_11_final_runs_pair_the_recipes_and_read_the_minutes_to_the_targ
     assert modern.minutes_to([[1.0, 1.7], [2.0, 1.65]], 1.6) is None
     lines = modern.final_report([{**r, "val": 1.5, "steps": 10, "params": 5, "curve": [[1.0, 1.5]]} for r in runs])
     assert sum("| 10 min | frontier" in line for line in lines) == 2  # the loss table and the minutes table
+
+
+def test_chapter_12_classify_study_lists_each_run_once_and_measures_each_method(tmp_path, monkeypatch):
+    finetune = _load("finetune")
+    runs = finetune.classify_runs()
+    assert len(runs) == 1 + 3 * 5  # the majority once, five methods at three seeds
+    assert len({finetune.key(spec) for spec in runs}) == len(runs)
+    assert {r["seed"] for r in runs[:6]} == {0} and [r["method"] for r in runs[:6]].count("lora") == 2
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(24) % 4
+    ids = torch.randint(0, 3, (24, 8), generator=g) + 3 * labels[:, None]  # genre k: ids 3k to 3k + 2
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=12, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    data = finetune.Data(model, ids, labels, ids[:8], labels[:8], ("a", "b", "c", "d"))
+    tiny = dict(steps=3, batch_size=4, lr=1e-2, per_genre=6, heldout_per_genre=2, length=8)
+    results, before = [], {name: p.clone() for name, p in model.state_dict().items()}
+    for method, rank in finetune.METHODS:
+        result = finetune.classify({"method": method, "rank": rank, "seed": 0, **tiny}, data)
+        assert 0 <= result["accuracy"] <= 1 and set(result["per_play"]) == {"a", "b", "c", "d"}, method
+        results.append(result)
+    head = 16 * 4 + 4
+    assert [r["trainable"] for r in results[:4]] == [0, 12 * 4 + 4, head, count_parameters(model) + head]
+    assert results[0]["accuracy"] == 0.25  # as many of each genre: the majority guesses the first, a quarter
+    assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())  # each run trains a copy
+    results_file = tmp_path / "finetune.jsonl"
+    results_file.write_text("".join(json.dumps(r) + "\n" for r in results))
+    monkeypatch.setattr(finetune, "RESULTS", results_file)
+    monkeypatch.setattr(finetune, "ROOT", tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    (tmp_path / "benchmarks").mkdir()
+    finetune.report()
+    table = (tmp_path / "benchmarks" / "finetune.md").read_text()
+    assert "| majority class | 0 | 1 | **25.0%** |" in table and "| LoRA, rank 16 |" in table
+
+
+def held(notebook: str, variable: str) -> object:
+    """The literal assigned to `variable` in a code cell of the notebook."""
+    for cell in json.loads((ROOT / "notebooks" / notebook).read_text(encoding="utf-8"))["cells"]:
+        if cell["cell_type"] == "code":
+            for node in ast.parse("".join(cell["source"])).body:
+                if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [variable]:
+                    return ast.literal_eval(node.value)
+    raise AssertionError(f"{notebook} assigns no {variable}")
+
+
+def test_chapter_12_holds_every_run_of_the_classify_study_as_measured():
+    finetune = _load("finetune")
+    found = [finetune.key(r) for r in finetune.finished()]
+    assert len(found) == len(set(found)), "a run is in finetune.jsonl twice"
+    missing = {finetune.key(spec) for spec in finetune.classify_runs()} - set(found)
+    assert not missing, f"not measured yet: {sorted(missing)}"
+    assert held("12_finetune.ipynb", "CLASSIFY") == finetune.literal(finetune.finished()), (
+        "chapter 12's CLASSIFY differs from benchmarks/finetune.jsonl: paste what `python benchmarks/finetune.py "
+        "--report` prints"
+    )

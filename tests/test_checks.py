@@ -60,6 +60,7 @@ COURSE = {
         "milestone_romeo_completion",
     ],
     "11_modern": ["RMSNorm", "rotary_cos_sin", "apply_rotary", "SwiGLU", "ModernAttention", "orthogonalize", "Muon"],
+    "12_finetune": ["LoRALinear", "add_lora", "merge_lora"],
 }
 
 

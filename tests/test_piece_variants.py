@@ -2,6 +2,7 @@
 package's mask, a Python loop over heads or rows, reshape where view works, ...). The other direction, typical
 mistakes reading wrong with their message, is tests/test_checks.py's MISTAKES."""
 
+import copy
 import functools
 import math
 from collections import Counter
@@ -17,6 +18,7 @@ from tinytorch.blocks import MLP, Block, LayerNorm
 from tinytorch.checks import PIECES, Result, evaluate
 from tinytorch.checks import ch06_training as ch06_checks
 from tinytorch.embeddings import Embeddings
+from tinytorch.finetune import LoRALinear
 from tinytorch.generation import KVCache, LayerKVCache, top_k_filter, top_p_filter
 from tinytorch.gpt import next_token_loss
 from tinytorch.modern import ModernAttention, ModernConfig, apply_rotary, orthogonalize, rotary_cos_sin
@@ -1287,3 +1289,238 @@ def test_every_modern_piece_has_a_variant_and_every_modern_module_two_mistakes_t
 def test_the_library_s_rms_norm_is_pointed_out():
     result = evaluate("RMSNorm", RMSNormByTheLibrary)
     assert result.status == "wrong" and result.message.startswith("RMSNorm calls F.rms_norm, the library's ready-made")
+
+
+# ------------------------------------------------------------------ 12 fine-tuning
+
+
+class LoRAWrittenOut(nn.Module):
+    """LoRALinear written out, with one of the typical mistakes switched on by `change` (a subclass sets it)."""
+
+    change: dict = {}
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        change = self.change
+        if change.get("no_bias"):
+            base = nn.Linear(base.in_features, base.out_features, bias=False).requires_grad_(False)
+        if not change.get("unfrozen"):
+            for p in base.parameters():  # a loop instead of requires_grad_(False)
+                p.requires_grad = False
+        self.base = base
+        self.lora_A = nn.Linear(base.in_features, r, bias=False)  # nn.Linear's own initialization: Kaiming's uniform
+        self.lora_B = nn.Linear(r, base.out_features, bias=False)
+        if change.get("a_zero"):
+            nn.init.zeros_(self.lora_A.weight)
+        if not change.get("b_random"):
+            nn.init.zeros_(self.lora_B.weight)
+        self.r, self.alpha = r, alpha
+
+    def scaling(self, merge=False):
+        what = self.change.get("merge_scaling" if merge else "scaling", "alpha / r")
+        return {"alpha / r": self.alpha / self.r, "none": 1.0, "alpha": self.alpha, "r / alpha": self.r / self.alpha}[
+            what
+        ]
+
+    def forward(self, x):
+        base = F.linear(x, self.base.weight) if self.change.get("drop_bias") else self.base(x)
+        return base + F.linear(F.linear(x, self.lora_A.weight), self.lora_B.weight) * self.scaling()
+
+    def merged(self):
+        with torch.no_grad():
+            if self.change.get("merge_in_place"):
+                self.base.weight += self.scaling(merge=True) * self.lora_B.weight @ self.lora_A.weight
+                return self.base
+            layer = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None)
+            layer.weight.copy_(
+                torch.addmm(self.base.weight, self.lora_B.weight, self.lora_A.weight, alpha=self.scaling(merge=True))
+            )
+            if self.base.bias is not None and not self.change.get("merge_drops_bias"):
+                layer.bias.copy_(self.base.bias)
+            elif self.base.bias is not None:
+                layer.bias = None
+        return layer
+
+
+def lora_with(**change):
+    return type("LoRAWith_" + "_".join(f"{k}_{v}" for k, v in change.items()), (LoRAWrittenOut,), {"change": change})
+
+
+class LoRAStoringTheScaling(nn.Module):
+    """The package's LoRALinear in other words: einsum, a stored scaling, A drawn from N(0, 0.02²)."""
+
+    def __init__(self, base, r, alpha):
+        super().__init__()
+        self.base = base.requires_grad_(False)
+        self.lora_A = nn.Linear(base.in_features, r, bias=False)
+        self.lora_B = nn.Linear(r, base.out_features, bias=False)
+        nn.init.normal_(self.lora_A.weight, std=0.02)
+        self.lora_B.weight.data.zero_()
+        self.scale = alpha / r
+
+    def forward(self, x):
+        down = torch.einsum("...i,ri->...r", x, self.lora_A.weight)
+        return self.base(x) + self.scale * torch.einsum("...r,or->...o", down, self.lora_B.weight)
+
+    def merged(self):
+        layer = copy.deepcopy(self.base)
+        layer.weight.data = self.base.weight.data + self.scale * (self.lora_B.weight.data @ self.lora_A.weight.data)
+        return layer
+
+
+def add_lora_collecting_pairs(model, r, alpha, targets=("qkv", "proj", "fc")):
+    model.requires_grad_(False)
+    pairs = []
+    for parent in model.modules():
+        for child_name, child in parent.named_children():
+            if isinstance(child, nn.Linear) and child_name in targets:
+                pairs.append((parent, child_name, child))
+    for parent, child_name, child in pairs:
+        setattr(parent, child_name, LoRALinear(child, r, alpha))
+    return model
+
+
+def add_lora_freezing_after(model, r, alpha, targets=("qkv", "proj", "fc")):
+    chosen = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in targets]
+    for name in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha))
+    return model.requires_grad_(False)
+
+
+def add_lora_not_freezing(model, r, alpha, targets=("qkv", "proj", "fc")):
+    for name in [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in targets]:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha))
+    return model
+
+
+def add_lora_to_every_linear(model, r, alpha, targets=("qkv", "proj", "fc")):
+    model.requires_grad_(False)
+    for name in [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), r, alpha))
+    return model
+
+
+def add_lora_ignoring_targets(model, r, alpha, targets=("qkv", "proj", "fc")):
+    return add_lora_collecting_pairs(model, r, alpha)
+
+
+def add_lora_with_r_and_alpha_swapped(model, r, alpha, targets=("qkv", "proj", "fc")):
+    model.requires_grad_(False)
+    for name in [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and n.split(".")[-1] in targets]:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALinear(getattr(parent, child), alpha, r))
+    return model
+
+
+def merge_lora_over_children(model):
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, LoRALinear):
+                setattr(parent, child_name, child.merged())
+    return model
+
+
+def merge_lora_on_the_top_level(model):
+    for name, module in list(model.named_children()):
+        if isinstance(module, LoRALinear):
+            setattr(model, name, module.merged())
+    return model
+
+
+def merge_lora_with_dotted_setattr(model):
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear):
+            setattr(model, name, module.merged())
+    return model
+
+
+def merge_lora_without_the_scaling(model):
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear):
+            parent_name, _, child = name.rpartition(".")
+            layer = copy.deepcopy(module.base)
+            with torch.no_grad():
+                layer.weight += module.lora_B.weight @ module.lora_A.weight
+            setattr(model.get_submodule(parent_name), child, layer)
+    return model
+
+
+def merge_lora_without_returning(model):
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, module.merged())
+
+
+VARIANTS_12 = [
+    ("LoRALinear", LoRAWrittenOut),
+    ("LoRALinear", LoRAStoringTheScaling),
+    ("add_lora", add_lora_collecting_pairs),
+    ("merge_lora", merge_lora_over_children),
+]
+
+
+@pytest.mark.parametrize(("name", "answer"), VARIANTS_12, ids=[answer.__name__ for _, answer in VARIANTS_12])
+def test_an_equivalent_fine_tuning_piece_reads_built(name, answer):
+    assert evaluate(name, answer) == Result(name, "built", "")
+
+
+MISTAKES_12 = [
+    ("LoRALinear", lora_with(b_random=True), "B must start at zero (nn.init.zeros_)"),
+    ("LoRALinear", lora_with(scaling="none"), "the scaling alpha / r is missing"),
+    ("LoRALinear", lora_with(scaling="alpha"), "you scaled the update by alpha alone"),
+    ("LoRALinear", lora_with(scaling="r / alpha"), "the scaling is upside down"),
+    ("LoRALinear", lora_with(unfrozen=True), "the base layer is not frozen: base.weight, base.bias still require"),
+    ("LoRALinear", lora_with(a_zero=True), "A starts at zero too: then neither A nor B ever gets a gradient"),
+    ("LoRALinear", lora_with(drop_bias=True), "the base's bias is missing from your output"),
+    ("LoRALinear", lora_with(no_bias=True), "your LoRALinear has no `base.bias`: the base's bias was dropped"),
+    ("LoRALinear", lora_with(merge_scaling="none"), "merged() forgot the scaling"),
+    ("LoRALinear", lora_with(merge_in_place=True), "merged() changed your layer's own weights"),
+    ("LoRALinear", lora_with(merge_drops_bias=True), "merged() dropped the base's bias"),
+    ("add_lora", add_lora_freezing_after, "nothing is trainable: freeze the model before you wrap its layers"),
+    ("add_lora", add_lora_not_freezing, "is still trainable: freeze the whole model first"),
+    ("add_lora", add_lora_to_every_linear, "wrapped lm_head too"),
+    ("add_lora", add_lora_ignoring_targets, "use the targets argument"),
+    ("add_lora", add_lora_with_r_and_alpha_swapped, "gave adapters of rank 4, expected r = 2"),
+    ("merge_lora", merge_lora_on_the_top_level, "after merge_lora, blocks.0.attn.qkv is still a LoRALinear"),
+    ("merge_lora", merge_lora_with_dotted_setattr, "setattr(model, 'blocks.0.attn.qkv', ...) made a new attribute"),
+    ("merge_lora", merge_lora_without_the_scaling, "the merged model forgot the scaling"),
+    ("merge_lora", merge_lora_without_returning, "merge_lora(model) returned None"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "message"), MISTAKES_12, ids=[f"{name}-{answer.__name__}" for name, answer, _ in MISTAKES_12]
+)
+def test_a_typical_mistake_in_a_fine_tuning_piece_reads_wrong_and_names_it(name, answer, message):
+    result = evaluate(name, answer)
+    assert result.status == "wrong" and message in result.message, result.message
+
+
+def test_every_fine_tuning_piece_has_a_variant_and_two_mistakes_tested():
+    pieces = {name for name, piece in PIECES.items() if piece.chapter == "12_finetune"}
+    assert {name for name, _ in VARIANTS_12} == pieces
+    mistakes = Counter(name for name, _, _ in MISTAKES_12)
+    assert all(mistakes[name] >= 2 for name in pieces), mistakes
+
+
+def test_the_lora_check_follows_the_learners_own_class_into_merge_lora():
+    # in the workbook, the learner's merge_lora finds their own LoRALinear by name once it is built
+    namespace = {"LoRALinear": LoRAWrittenOut, "nn": nn}
+    exec(
+        "def merge_lora(model):\n"
+        "    for name, module in list(model.named_modules()):\n"
+        "        if isinstance(module, LoRALinear):\n"
+        "            parent, _, child = name.rpartition('.')\n"
+        "            setattr(model.get_submodule(parent), child, module.merged())\n"
+        "    return model\n",
+        namespace,
+    )
+    assert evaluate("merge_lora", namespace["merge_lora"]) == Result("merge_lora", "built", "")

@@ -189,7 +189,7 @@ def test_nbgrader_clears_exactly_what_the_workbook_clears(workbook):
                 assert mine == cleared.source, f"{book_path.stem}: {original.source[:60]!r}"
 
 
-@pytest.mark.parametrize("chapter", ["03_attention", "11_modern"])
+@pytest.mark.parametrize("chapter", ["03_attention", "11_modern", "12_finetune"])
 def test_with_the_books_answers_put_back_every_piece_reads_built(tmp_path, chapter):
     path = make_workbook(tmp_path / "workbook", chapters=[chapter])[0]
     nb = nbformat.read(path, 4)

@@ -395,4 +395,5 @@ from tinytorch.checks import (  # noqa: E402, F401
     ch09_training_runs,
     ch10_budget,
     ch11_modern,
+    ch12_finetune,
 )
