@@ -251,6 +251,17 @@ TABLE_HEAD = (
 )
 
 
+def table_row(name: str, rs: list[dict], base: float) -> str:
+    """One line of TABLE_HEAD's table: the runs' mean, range, each seed, the gap to `base`, steps and parameters."""
+    vals = [r["val"] for r in rs]
+    mean = statistics.mean(vals)
+    return (
+        f"| {name} | {len(rs)} | **{mean:.3f}** | {max(vals) - min(vals):.3f} "
+        f"| {', '.join(f'{v:.3f}' for v in vals)} | {mean - base:+.3f} "
+        f"| {statistics.mean(r['steps'] for r in rs):,.0f} | {rs[0]['params']:,} |"
+    )
+
+
 def report() -> None:
     """modern.md (the screen's table: mean, range and every seed per change, and the difference to no change) and
     modern.png (the same with the seeds' range as error bars)."""
@@ -272,28 +283,14 @@ def report() -> None:
         "",
         *TABLE_HEAD,
     ]
-    for change, rs in groups.items():
-        vals = [r["val"] for r in rs]
-        mean = statistics.mean(vals)
-        lines.append(
-            f"| {change} | {len(rs)} | **{mean:.3f}** | {max(vals) - min(vals):.3f} "
-            f"| {', '.join(f'{v:.3f}' for v in vals)} | {mean - base:+.3f} "
-            f"| {statistics.mean(r['steps'] for r in rs):,.0f} | {rs[0]['params']:,} |"
-        )
+    lines += [table_row(change, rs, base) for change, rs in groups.items()]
     together = {}  # 2-minute runs of several changes: "+"-joined, or chapter 11's ModernGPT
     for r in runs:
         if r["minutes"] == 2 and ("modern" in r or "+" in r.get("change", "")) and not r.get("discarded"):
             together.setdefault(recipe_name(r), []).append(r)
     if together:
         lines += ["", "**Together** (the same recipe, 2 minutes; vs none: against the screen's none):", "", *TABLE_HEAD]
-    for name, rs in together.items():
-        vals = [r["val"] for r in rs]
-        mean = statistics.mean(vals)
-        lines.append(
-            f"| {name} | {len(rs)} | **{mean:.3f}** | {max(vals) - min(vals):.3f} "
-            f"| {', '.join(f'{v:.3f}' for v in vals)} | {mean - base:+.3f} "
-            f"| {statistics.mean(r['steps'] for r in rs):,.0f} | {rs[0]['params']:,} |"
-        )
+    lines += [table_row(name, rs, base) for name, rs in together.items()]
     for r in runs:
         if r.get("discarded"):
             lines.append(f"\nDiscarded: {r.get('change') or r.get('modern')} seed {r['seed']}: {r['discarded']}")
