@@ -109,7 +109,10 @@ class TickingClock:
         return self.now
 
 
-def test_train_with_a_deadline_refits_max_steps_to_end_by_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize(  # one evaluation; or one every 50 steps of the steps that fit, not of max_steps
+    ("max_steps", "eval_interval"), [(2000, 2000), (10**6, 50)]
+)
+def test_train_with_a_deadline_refits_max_steps_to_end_by_it(tmp_path, monkeypatch, max_steps, eval_interval):
     clock = TickingClock(0.001)
     monkeypatch.setattr(training, "time", clock)  # train's and Deadline's clock only; tqdm and pytest keep the real one
     monkeypatch.setattr(budget, "time", clock)
@@ -117,14 +120,20 @@ def test_train_with_a_deadline_refits_max_steps_to_end_by_it(tmp_path, monkeypat
     ids = torch.tensor(tokenizer.encode(TEXT), dtype=torch.uint8)
     model = GPT(GPTConfig(tokenizer.vocab_size, 16, 1, 2, 16))
     cfg = TrainConfig(
-        max_steps=2000, batch_size=2, lr=1e-3, min_lr=1e-4, warmup_steps=5, eval_interval=2000, eval_batches=1
+        max_steps=max_steps,
+        batch_size=2,
+        lr=1e-3,
+        min_lr=1e-4,
+        warmup_steps=5,
+        eval_interval=eval_interval,
+        eval_batches=1,
     )
     deadline = clock.now + 0.5
     history = training.train(
         model, tokenizer, ids, ids, cfg, callbacks=[Checkpointing(tmp_path / "c.safetensors"), Deadline(deadline)]
     )
     steps = history[-1]["step"]
-    assert 10 < steps < 2000  # it stopped on time rather than at the first max_steps (one evaluation, the last)
+    assert 10 < steps < 2000  # it stopped on time: not at max_steps, nor after its first steps
     assert clock.now <= deadline  # by the run's own clock, it ended by the deadline
     saved = load_checkpoint(tmp_path / "c.safetensors").meta
     assert saved["train_config"]["max_steps"] == steps == saved["step"]  # resumable as it ended

@@ -203,6 +203,8 @@ class Deadline(Callback):
             if self.evaluations
             else evaluation_seconds(cfg.eval_batches, pace)
         )
-        evaluations = -(-(cfg.max_steps - run.step) // cfg.eval_interval)  # those left, the last one included
-        steps = run.step + max(1, steps_in(self.deadline - time.perf_counter(), pace, evaluations, each))
+        left = self.deadline - time.perf_counter()
+        possible = min(cfg.max_steps - run.step, max(1, steps_in(left, pace, 0, each)))  # were there no evaluation
+        evaluations = -(-possible // cfg.eval_interval)  # those left in them, the last one included
+        steps = run.step + max(1, steps_in(left, pace, evaluations, each))
         run.cfg = replace(cfg, max_steps=steps, warmup_steps=min(cfg.warmup_steps, steps))
