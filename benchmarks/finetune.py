@@ -6,7 +6,13 @@ are the same in every run). Each finished run is appended to finetune.jsonl, one
 already there (same spec) is skipped, so a study resumes.
 
     python benchmarks/finetune.py classify     # the study, about 20 minutes on 2 cores
-    python benchmarks/finetune.py --report     # finetune.md from finetune.jsonl, and the chapter's CLASSIFY rows
+    python benchmarks/finetune.py reply        # the reply study (replies.jsonl), about 25 minutes
+    python benchmarks/finetune.py --report     # finetune.md from both, and the chapter's CLASSIFY and REPLIES rows
+
+The reply study: pairs of a speech and the next speaker's reply, in the template <|speech|> ... <|reply|> ...
+<|endoftext|>; the shipped subword model grown by the two tokens, before any training and after full fine-tuning or
+LoRA (rank 8), each trained with the loss on the reply only (masked) or on every token, three seeds; measured by the
+loss per token of the replies (and their end token) of 1,000 pairs of the held-out plays.
 """
 
 import argparse
@@ -22,6 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "finetune.jsonl"
+REPLY_RESULTS = ROOT / "benchmarks" / "replies.jsonl"
 SEEDS = (0, 1, 2)
 DATA = dict(per_genre=1000, heldout_per_genre=250, length=128)  # passages: 4,000 to train on, 1,000 to test on
 RECIPES = {  # steps of batch_size passages, AdamW at lr (chosen on seed 0 of a first probe, by the held-out accuracy
@@ -50,7 +57,88 @@ def classify_runs() -> list[dict]:
 
 def key(spec: dict) -> str:
     """A run's identity: its spec without its results."""
-    return json.dumps({k: spec[k] for k in sorted(spec) if k in SPEC_KEYS}, sort_keys=True)
+    return json.dumps({k: spec[k] for k in sorted(spec) if k in SPEC_KEYS | REPLY_KEYS}, sort_keys=True)
+
+
+REPLY_RECIPES = {  # steps of batch_size pairs, AdamW at lr without weight decay (LoRA at 2e-3 on a first probe of one
+    # seed sampled bytes that never occur in the plays after a few lines of reply; at 1e-3 it did not)
+    "base": dict(steps=0, batch_size=0, lr=0.0),  # the shipped model grown by the two tokens, not trained
+    "full": dict(steps=200, batch_size=16, lr=3e-4),
+    "lora": dict(steps=200, batch_size=16, lr=1e-3),  # rank 8, alpha 16, on every block matrix; the template's rows
+}
+REPLY_RANK = 8
+REPLY_DATA = dict(max_chars=300, heldout_pairs=1000)
+REPLY_KEYS = {"method", "rank", "masked", "seed", "steps", "batch_size", "lr", "max_chars", "heldout_pairs"}
+
+
+def reply_runs() -> list[dict]:
+    """The base once; full fine-tuning and LoRA, each with the loss masked to the reply or on every token, three
+    seeds, seeds outermost."""
+    base = {"method": "base", "rank": 0, "masked": True, "seed": SEEDS[0], **REPLY_RECIPES["base"], **REPLY_DATA}
+    return [base] + [
+        {"method": method, "rank": rank, "masked": masked, "seed": seed, **REPLY_RECIPES[method], **REPLY_DATA}
+        for seed in SEEDS
+        for method, rank in (("full", 0), ("lora", REPLY_RANK))
+        for masked in (True, False)
+    ]
+
+
+@dataclass
+class Pairs:
+    """The grown model and tokenizer, and the encoded pairs of the training plays and of the held-out plays."""
+
+    base: torch.nn.Module  # the shipped subword model, as loaded
+    model: torch.nn.Module  # grown by SPEECH and REPLY
+    tokenizer: object
+    train: list  # [(ids, learn)]
+    heldout: list
+
+
+@functools.cache
+def load_pairs(max_chars: int, heldout_pairs: int) -> Pairs:
+    """Every pair of the training plays; `heldout_pairs` pairs of the held-out plays drawn with seed 0."""
+    from tinytorch.checkpoint import load_pretrained
+    from tinytorch.data import VAL_PLAYS, play_paths
+    from tinytorch.finetune import add_reply_tokens, encode_pair, reply_pairs
+
+    base, tokenizer = load_pretrained("shakespeare-bpe")
+    model, grown = add_reply_tokens(base, tokenizer)
+    train, heldout = [], []
+    for name, path in play_paths().items():
+        pairs = reply_pairs(path.read_text(encoding="utf-8"), max_chars)
+        (heldout if name in VAL_PLAYS else train).extend(encode_pair(grown, s, r) for s, r in pairs)
+    chosen = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:heldout_pairs].tolist()
+    return Pairs(base, model, grown, train, [heldout[i] for i in chosen])
+
+
+def reply_study(spec: dict, data: Pairs) -> dict:
+    """Fine-tune (or not) as spec says; the held-out replies' loss per token."""
+    from tinytorch.bpe import END_OF_TEXT
+    from tinytorch.finetune import add_lora, fit_replies, reply_loss, train_new_rows, trainable_parameters
+
+    method, seed = spec["method"], spec["seed"]
+    torch.manual_seed(seed)  # the adapters' A
+    model = copy.deepcopy(data.model)
+    began, losses, trainable = time.perf_counter(), [], 0
+    if method != "base":
+        if method == "lora":
+            add_lora(model, spec["rank"], 2 * spec["rank"])
+            before = trainable_parameters(model)
+            first = data.tokenizer.special_tokens[END_OF_TEXT]
+            train_new_rows(model, first)
+            trainable = before + (model.config.vocab_size - first) * model.config.n_embd  # adapters, template's rows
+        else:
+            trainable = trainable_parameters(model)
+        examples = data.train if spec["masked"] else [(ids, [True] * len(ids)) for ids, _ in data.train]
+        losses = fit_replies(model, examples, spec["steps"], spec["batch_size"], spec["lr"], seed)
+    train_minutes = (time.perf_counter() - began) / 60
+    return {
+        **spec,
+        "reply_loss": reply_loss(model, data.heldout),
+        "trainable": trainable,
+        "train_minutes": train_minutes,
+        "final_loss": statistics.mean(losses[-20:]) if losses else None,
+    }
 
 
 @dataclass
@@ -153,7 +241,9 @@ def classify(spec: dict, data: Data) -> dict:
 
 
 def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
-    """scaling.run_each's signature: the character ids it passes are not used (the runs read passages)."""
+    """scaling.run_each's signature: the character ids it passes are not used (the runs read passages or pairs)."""
+    if "masked" in spec:
+        return reply_study(spec, load_pairs(spec["max_chars"], spec["heldout_pairs"]))
     return classify(spec, load_data(spec["per_genre"], spec["heldout_per_genre"], spec["length"]))
 
 
@@ -202,6 +292,9 @@ def report() -> None:
             f"| {min(accs):.1%}-{max(accs):.1%} | {', '.join(f'{a:.1%}' for a in accs)} | {per_play} "
             f"| {statistics.mean(r['train_minutes'] for r in rs):.2f} |"
         )
+    replies = finished(REPLY_RESULTS) if REPLY_RESULTS.exists() else []
+    if replies:
+        lines += reply_table(replies)
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "finetune.md").write_text(text)
     print(text)
@@ -209,6 +302,65 @@ def report() -> None:
     for row in literal(runs):
         print(f"    {row!r},")
     print("]")
+    if replies:
+        print("REPLIES = [  # (method, rank, masked, seed, reply loss, trainable, minutes): benchmarks/replies.jsonl")
+        for row in reply_literal(replies):
+            print(f"    {row!r},")
+        print("]")
+
+
+REPLY_METHODS = {  # method, rank, masked -> its name in the tables
+    ("base", 0, True): "shakespeare-bpe, not fine-tuned",
+    ("full", 0, True): "full fine-tuning, loss on the reply",
+    ("full", 0, False): "full fine-tuning, loss on every token",
+    ("lora", REPLY_RANK, True): f"LoRA rank {REPLY_RANK}, loss on the reply",
+    ("lora", REPLY_RANK, False): f"LoRA rank {REPLY_RANK}, loss on every token",
+}
+
+
+def reply_table(runs: list[dict]) -> list[str]:
+    """finetune.md's lines for the reply study: each model's loss on the held-out replies."""
+    spec = runs[0]
+    lines = [
+        "",
+        f"**A model that replies.** Pairs of a speech and the next speaker's reply (each at most {spec['max_chars']} "
+        f"characters), in the template; {spec['heldout_pairs']:,} pairs of the held-out plays measure the loss per "
+        "token of the reply and its end token (nats). Fine-tuning: "
+        f"{REPLY_RECIPES['full']['steps']} steps of {REPLY_RECIPES['full']['batch_size']} pairs of the training plays, "
+        f"full at lr {REPLY_RECIPES['full']['lr']:g}, LoRA (rank {REPLY_RANK}, alpha {2 * REPLY_RANK}, and the rows of "
+        f"the template's three tokens) at lr {REPLY_RECIPES['lora']['lr']:g}; the seed draws the adapters' A and the "
+        "batches.",
+        "",
+        "| model | trainable parameters | seeds | reply loss, mean | min-max | each seed | minutes, mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (method, rank, masked), name in REPLY_METHODS.items():
+        rs = [r for r in runs if (r["method"], r["rank"], r["masked"]) == (method, rank, masked)]
+        if rs:
+            losses = [r["reply_loss"] for r in rs]
+            lines.append(
+                f"| {name} | {rs[0]['trainable']:,} | {len(rs)} | **{statistics.mean(losses):.3f}** "
+                f"| {min(losses):.3f}-{max(losses):.3f} | {', '.join(f'{x:.3f}' for x in losses)} "
+                f"| {statistics.mean(r['train_minutes'] for r in rs):.2f} |"
+            )
+    return lines
+
+
+def reply_literal(runs: list[dict]) -> list[tuple]:
+    """The chapter's REPLIES rows: (method, rank, masked, seed, reply loss, trainable, minutes), in table order."""
+    ordered = sorted(runs, key=lambda r: (list(REPLY_METHODS).index((r["method"], r["rank"], r["masked"])), r["seed"]))
+    return [
+        (
+            r["method"],
+            r["rank"],
+            r["masked"],
+            r["seed"],
+            round(r["reply_loss"], 4),
+            r["trainable"],
+            round(r["train_minutes"], 2),
+        )
+        for r in ordered
+    ]
 
 
 def literal(runs: list[dict]) -> list[tuple]:
@@ -230,25 +382,26 @@ def literal(runs: list[dict]) -> list[tuple]:
     ]
 
 
-def finished() -> list[dict]:
-    """The finished runs of finetune.jsonl."""
-    return [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+def finished(results: Path = RESULTS) -> list[dict]:
+    """The finished runs of a study's file (finetune.jsonl by default)."""
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("study", nargs="?", choices=["classify"], help="the study to run")
+    parser.add_argument("study", nargs="?", choices=["classify", "reply"], help="the study to run")
     parser.add_argument("--report", action="store_true", help="write finetune.md from finetune.jsonl")
     args = parser.parse_args()
     if args.report:
         report()
         return
     if args.study is None:
-        parser.error("give 'classify' or --report")
+        parser.error("give 'classify', 'reply' or --report")
     from scaling import run_each
 
-    done = {key(r) for r in finished()} if RESULTS.exists() else set()
-    run_each([spec for spec in classify_runs() if key(spec) not in done], run, RESULTS)  # a study resumes
+    specs, results = (classify_runs(), RESULTS) if args.study == "classify" else (reply_runs(), REPLY_RESULTS)
+    done = {key(r) for r in finished(results)} if results.exists() else set()
+    run_each([spec for spec in specs if key(spec) not in done], run, results)  # a study resumes
 
 
 if __name__ == "__main__":

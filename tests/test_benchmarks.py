@@ -4,6 +4,7 @@ import ast
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -123,6 +124,7 @@ def test_chapter_12_classify_study_lists_each_run_once_and_measures_each_method(
     results_file = tmp_path / "finetune.jsonl"
     results_file.write_text("".join(json.dumps(r) + "\n" for r in results))
     monkeypatch.setattr(finetune, "RESULTS", results_file)
+    monkeypatch.setattr(finetune, "REPLY_RESULTS", tmp_path / "replies.jsonl")  # none yet: the classifier's table only
     monkeypatch.setattr(finetune, "ROOT", tmp_path)
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     (tmp_path / "benchmarks").mkdir()
@@ -151,3 +153,34 @@ def test_chapter_12_holds_every_run_of_the_classify_study_as_measured():
         "chapter 12's CLASSIFY differs from benchmarks/finetune.jsonl: paste what `python benchmarks/finetune.py "
         "--report` prints"
     )
+
+
+def test_chapter_12_holds_every_run_of_the_reply_study_as_measured():
+    finetune = _load("finetune")
+    runs = finetune.finished(finetune.REPLY_RESULTS)
+    found = [finetune.key(r) for r in runs]
+    assert len(found) == len(set(found)), "a run is in replies.jsonl twice"
+    missing = {finetune.key(spec) for spec in finetune.reply_runs()} - set(found)
+    assert not missing, f"not measured yet: {sorted(missing)}"
+    assert held("12_finetune.ipynb", "REPLIES") == finetune.reply_literal(runs), (
+        "chapter 12's REPLIES differs from benchmarks/replies.jsonl: paste what `python benchmarks/finetune.py "
+        "--report` prints"
+    )
+
+
+def test_the_reply_study_trains_a_copy_and_measures_the_held_out_replies():
+    finetune = _load("finetune")
+    runs = finetune.reply_runs()
+    assert len({finetune.key(spec) for spec in runs}) == len(runs) == 13  # the base once, 2 methods x 2 losses x 3
+    torch.manual_seed(0)
+    base = GPT(GPTConfig(vocab_size=12, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    model = GPT(GPTConfig(vocab_size=14, block_size=16, n_layer=1, n_head=2, n_embd=16)).eval()
+    examples = [([12, 1, 2, 13, 3, 4, 11], [False] * 4 + [True] * 3), ([12, 5, 13, 6, 11], [False] * 3 + [True] * 2)]
+    tokenizer = SimpleNamespace(special_tokens={"<|endoftext|>": 11, "<|speech|>": 12, "<|reply|>": 13})
+    data = finetune.Pairs(base, model, tokenizer, examples * 4, examples)
+    before = {name: p.clone() for name, p in model.state_dict().items()}
+    tiny = dict(steps=3, batch_size=2, lr=1e-2, max_chars=300, heldout_pairs=2)
+    for method, rank, masked in finetune.REPLY_METHODS:
+        result = finetune.reply_study({"method": method, "rank": rank, "masked": masked, "seed": 0, **tiny}, data)
+        assert result["reply_loss"] > 0 and (result["trainable"] > 0) == (method != "base"), method
+    assert all(torch.equal(p, before[name]) for name, p in model.state_dict().items())  # each run trains a copy

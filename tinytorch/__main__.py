@@ -1,7 +1,9 @@
-"""The `tinytorch` command line: `preview` (chapter 00), `train` (chapter 06), `complete` (chapter 07), and for the
-learner `workbook` (write the chapters with stubs to fill in) and `check` (run them and say what is built)."""
+"""The `tinytorch` command line: `preview` (chapter 00), `train` (chapter 06), `complete` (chapter 07), `finetune` and
+`reply` (chapter 12), and for the learner `workbook` (write the chapters with stubs to fill in) and `check` (run them
+and say what is built)."""
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -438,6 +440,139 @@ def _checkpoint_file(given: str) -> str | Path:
     )
 
 
+FINETUNE_DEFAULTS = dict(steps=600, batch_size=16, lr=1e-3, rank=8, seed=0)  # the shipped reply adapter's recipe
+FINETUNE_BASE = "shakespeare-bpe"  # the model finetune adapts: the subword model reads any line a user types
+HELDOUT_PAIRS = 256  # pairs of the held-out plays that finetune measures its adapter on, at the end
+
+
+def finetune(args: argparse.Namespace) -> None:
+    """Train a LoRA adapter that replies (chapter 12) on the plays' pairs; Ctrl-C saves, --resume continues."""
+    import torch
+    from safetensors import safe_open
+
+    from tinytorch.bpe import END_OF_TEXT
+    from tinytorch.checkpoint import load_pretrained, remove_leftovers
+    from tinytorch.data import VAL_PLAYS, play_paths
+    from tinytorch.finetune import (
+        add_lora,
+        add_reply_tokens,
+        encode_pair,
+        read_adapter,
+        reply_loss,
+        reply_optimizer,
+        reply_pairs,
+        reply_step,
+        save_adapter,
+        shuffled_batches,
+        train_new_rows,
+    )
+
+    began = time.perf_counter()
+    folder = Path(args.out)
+    out, adapter = folder / "checkpoint.safetensors", folder / "adapter.safetensors"
+    given = {name: getattr(args, name) for name in FINETUNE_DEFAULTS if getattr(args, name) is not None}
+    if args.resume and given.keys() - {"steps"}:
+        chosen = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(given.keys() - {"steps"}))
+        sys.exit(f"error: --resume continues the run with its own settings; {chosen} cannot be given with it")
+    lock = _own_folder(folder)
+    terminate = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM acts as Ctrl-C: save, then stop
+    step = 0
+    try:
+        for path in (out, adapter):
+            remove_leftovers(path)
+        base, tokenizer = load_pretrained(FINETUNE_BASE)
+        if args.resume:
+            if not out.exists():
+                sys.exit(f"error: --resume given but there is no checkpoint at {out}")
+            model, grown = read_adapter(out, base, tokenizer)  # refuses a checkpoint of another base
+            with safe_open(out, framework="pt") as f:
+                header = json.loads(f.metadata()["tinytorch"])
+                saved = {key: f.get_tensor(key) for key in f.keys() if key.startswith("optimizer.")}
+            settings, step = {**header["settings"], **given}, header["step"]
+            if settings["steps"] <= step:
+                sys.exit(f"error: {out} is at step {step} of {settings['steps']}; give more --steps to go on")
+        else:
+            if out.exists() or adapter.exists():
+                sys.exit(f"error: {folder} holds a finetune run; pass --resume to continue it, or choose another --out")
+            settings = {**FINETUNE_DEFAULTS, **given}
+            model, grown = add_reply_tokens(base, tokenizer)
+            torch.manual_seed(settings["seed"])  # the adapters' A
+            add_lora(model, settings["rank"], 2 * settings["rank"])
+        train_new_rows(model, grown.special_tokens[END_OF_TEXT])  # the template's rows: END and the two new ones
+        optimizer = reply_optimizer(model, settings["lr"])
+        if args.resume:
+            state = optimizer.state_dict()
+            for key, value in saved.items():
+                _, i, name = key.split(".", 2)
+                state["state"].setdefault(int(i), {})[name] = value
+            state["param_groups"] = header["param_groups"]
+            optimizer.load_state_dict(state)
+        train, heldout = [], []
+        for name, path in play_paths().items():
+            pairs = reply_pairs(path.read_text(encoding="utf-8"))
+            (heldout if name in VAL_PLAYS else train).extend(encode_pair(grown, s, r) for s, r in pairs)
+        chosen = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:HELDOUT_PAIRS].tolist()
+        heldout = [heldout[i] for i in chosen]
+        deadline = None if args.minutes is None else began + 60 * args.minutes
+        what = f"resuming {out} at step {step}" if args.resume else f"LoRA rank {settings['rank']} on {FINETUNE_BASE}"
+        print(f"{what}: {len(train):,} pairs of the training plays; {settings}")
+
+        def save(path: Path, with_optimizer: bool) -> None:
+            meta = {"step": step, "settings": settings}
+            save_adapter(path, model, grown, base, FINETUNE_BASE, optimizer if with_optimizer else None, meta)
+
+        model.train()
+        losses = []
+        try:
+            for i, batch in enumerate(
+                shuffled_batches(len(train), settings["batch_size"], settings["steps"], settings["seed"])
+            ):
+                if i < step:
+                    continue  # trained on before the run was resumed: the same batches in the same order
+                losses.append(reply_step(model, optimizer, [train[j] for j in batch.tolist()]))
+                step = i + 1
+                if step % 50 == 0 or step == settings["steps"]:
+                    print(f"step {step}: loss {sum(losses[-50:]) / len(losses[-50:]):.3f}", flush=True)
+                    save(out, True)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through _terminate
+            save(out, True)
+            print(
+                f"stopped at step {step}; resume with `tinytorch finetune --resume --out {shlex.quote(args.out)}`",
+                file=sys.stderr,
+            )
+            sys.exit(128 + (signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT))
+        save(out, True)
+        save(adapter, False)
+        loss = reply_loss(model, heldout)
+        wall = (time.perf_counter() - began) / 60
+        print(
+            f"step {step}: reply loss {loss:.3f} on {len(heldout)} pairs of the held-out plays; {wall:.2f} minutes; "
+            f"saved {adapter} (use it: tinytorch reply 'To be, or not to be' --adapter {shlex.quote(str(adapter))})"
+        )
+    except (ValueError, OSError) as error:
+        sys.exit(f"error: {error}")
+    finally:
+        signal.signal(signal.SIGTERM, terminate)
+        lock.release()
+
+
+def reply(args: argparse.Namespace) -> None:
+    """Reply to a line with shakespeare-bpe and a reply adapter (the shipped one, or --adapter)."""
+    from tinytorch.checkpoint import load_pretrained
+    from tinytorch.finetune import REPLY_ADAPTER, load_adapter
+    from tinytorch.finetune import reply as write_reply
+
+    try:
+        base, tokenizer = load_pretrained(FINETUNE_BASE)
+        model, grown = load_adapter(args.adapter or REPLY_ADAPTER, base, tokenizer)
+        text = write_reply(model, grown, args.line, args.max_new_tokens, args.temperature, args.top_k, args.seed)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    print(text)
+
+
 def workbook(args: argparse.Namespace) -> None:
     """Write the learner's workbook: every chapter (or --chapter) with the pieces to write as stubs."""
     try:
@@ -707,6 +842,44 @@ def main(argv: list[str] | None = None) -> None:
     _add_device_options(p)
     p.add_argument("--no-stream", action="store_true", help="print the whole text at the end instead of streaming")
     p.set_defaults(run=complete)
+
+    p = commands.add_parser(
+        "finetune",
+        help="train an adapter that replies to a line (LoRA on shakespeare-bpe, chapter 12)",
+        description="Fine-tune shakespeare-bpe with LoRA to reply to a line: pairs of a speech and the next speaker's "
+        "reply from the training plays, the loss on the reply only. Writes OUT/adapter.safetensors (the adapter, "
+        "for tinytorch reply --adapter) and OUT/checkpoint.safetensors (to resume); Ctrl-C saves and stops, "
+        "--resume goes on. Example: tinytorch finetune --out runs/reply --minutes 2",
+    )
+    p.add_argument("--out", default="runs/reply", help="output directory (default: runs/reply)")
+    d = FINETUNE_DEFAULTS
+    p.add_argument("--steps", type=_integer(1), help=f"steps of --batch-size pairs (default: {d['steps']})")
+    p.add_argument("--minutes", type=POSITIVE, help="stop after this many minutes, saved, if --steps are not done")
+    p.add_argument("--batch-size", type=_integer(1), help=f"pairs per step (default: {d['batch_size']})")
+    p.add_argument("--lr", type=POSITIVE, help=f"AdamW's learning rate (default: {_exponent(d['lr'])})")
+    p.add_argument("--rank", type=_integer(1), help=f"LoRA's rank r, with alpha = 2r (default: {d['rank']})")
+    p.add_argument("--seed", type=SEED, help=f"random seed: the adapters' start and the batches (default: {d['seed']})")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out; only --steps (more) may be given")
+    p.set_defaults(run=finetune)
+
+    p = commands.add_parser(
+        "reply",
+        help="reply to a line in Shakespeare's voice (shakespeare-bpe with a reply adapter)",
+        description="Reply to a line with shakespeare-bpe and the reply adapter that ships with tinytorch (or "
+        "--adapter, from tinytorch finetune). Example: tinytorch reply 'To be, or not to be, that is the question:'",
+    )
+    p.add_argument("line", help="the line to reply to, any text")
+    p.add_argument("--adapter", default=None, help="an adapter from tinytorch finetune (default: the shipped one)")
+    p.add_argument("--max-new-tokens", type=_integer(1), default=120, help="longest reply, in subwords (default: 120)")
+    p.add_argument(
+        "--temperature",
+        type=_number("a finite number >= 0", low=0),
+        default=0.8,
+        help="0 = greedy; higher = more surprising (default: 0.8)",
+    )
+    p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely tokens")
+    p.add_argument("--seed", type=SEED, default=None, help="random seed, for a repeatable reply")
+    p.set_defaults(run=reply)
 
     p = commands.add_parser(
         "workbook",

@@ -3,6 +3,10 @@
 # %% auto #0
 __all__ = [
     "GENRES",
+    "SPEECH",
+    "REPLY",
+    "ADAPTER_FORMAT",
+    "REPLY_ADAPTER",
     "LoRALinear",
     "add_lora",
     "trainable_parameters",
@@ -13,19 +17,48 @@ __all__ = [
     "BagOfCharacters",
     "last_hidden",
     "GenreClassifier",
+    "shuffled_batches",
     "fit_classifier",
     "predict",
     "genre_accuracy",
+    "scene_speeches",
+    "reply_pairs",
+    "add_reply_tokens",
+    "encode_pair",
+    "pair_batch",
+    "masked_loss",
+    "reply_loss",
+    "train_new_rows",
+    "reply_step",
+    "reply_optimizer",
+    "fit_replies",
+    "reply",
+    "fingerprint",
+    "save_adapter",
+    "read_adapter",
+    "load_adapter",
 ]
 
 # %% ../notebooks/12_finetune.ipynb #50c66b69
 import copy
+import hashlib
+import json
 import math
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
+from .bpe import END_OF_TEXT, BPETokenizer
+from .checkpoint import PRETRAINED, atomic_write
+from .data import convert_play
+from .generation import generate
 from .gpt import GPT
 from .validation import check_int, check_number
 
@@ -191,6 +224,17 @@ def _check_examples(inputs: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(f"inputs has {len(inputs)} examples and labels {len(labels)}: give as many, at least one")
 
 
+def shuffled_batches(n: int, batch_size: int, steps: int, seed: int) -> Iterator[torch.Tensor]:
+    """`steps` batches of indices into n examples, (batch_size,) each: pass after pass, each in a new order."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.empty(0, dtype=torch.long)
+    for _ in range(steps):
+        if len(order) < batch_size:  # a new pass over the examples, in a new order
+            order = torch.cat([order, torch.randperm(n, generator=generator)])
+        batch, order = order[:batch_size], order[batch_size:]
+        yield batch
+
+
 def fit_classifier(
     classifier: nn.Module,
     inputs: torch.Tensor,
@@ -209,13 +253,9 @@ def fit_classifier(
     if not params:
         raise ValueError("every parameter of the classifier is frozen: nothing to train")
     optimizer = torch.optim.AdamW(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    order, losses = torch.empty(0, dtype=torch.long), []
+    losses = []
     classifier.train()
-    for _ in range(steps):
-        if len(order) < batch_size:  # a new pass over the examples, in a new order
-            order = torch.cat([order, torch.randperm(len(labels), generator=generator)])
-        batch, order = order[:batch_size], order[batch_size:]
+    for batch in shuffled_batches(len(labels), batch_size, steps, seed):
         loss = F.cross_entropy(classifier(inputs[batch]), labels[batch])  # (B, n_classes) against (B,)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -241,3 +281,275 @@ def genre_accuracy(classifier: nn.Module, inputs: torch.Tensor, labels: torch.Te
     """The share of examples whose predicted class is their label."""
     _check_examples(inputs, labels)
     return (predict(classifier, inputs, batch_size) == labels).float().mean().item()
+
+
+# %% ../notebooks/12_finetune.ipynb #63a7ceca
+SPEECH, REPLY = "<|speech|>", "<|reply|>"  # the template's two new special tokens
+
+
+def scene_speeches(markdown: str) -> list[list[tuple[str, str]]]:
+    """One play's Markdown -> its scenes, each the list of its (speaker, text) speeches in order."""
+    scenes = []
+    for part in re.split(r"(?m)^#.*$", markdown):  # a header line (title, act, scene) ends a scene
+        speeches = [block.split(":\n", 1) for block in convert_play(part).split("\n\n") if block]  # chapter 06
+        if speeches:
+            scenes.append([(speaker, text) for speaker, text in speeches])
+    return scenes
+
+
+def reply_pairs(markdown: str, max_chars: int = 300) -> list[tuple[str, str]]:
+    """(speech, reply) pairs of one play: each speech and the next one of its scene by another speaker, both at most
+    `max_chars` characters, without the speakers' names."""
+    check_int("max_chars", max_chars, 1)
+    pairs = []
+    for scene in scene_speeches(markdown):
+        for (speaker, speech), (other, answer) in zip(scene, scene[1:], strict=False):
+            if speaker != other and len(speech) <= max_chars and len(answer) <= max_chars:
+                pairs.append((speech, answer))
+    return pairs
+
+
+# %% ../notebooks/12_finetune.ipynb #ffea440c
+def add_reply_tokens(model: GPT, tokenizer: BPETokenizer) -> tuple[GPT, BPETokenizer]:
+    """Copies of `model` and `tokenizer` with SPEECH and REPLY as two more special tokens; their rows of the token
+    embedding (and of the tied head) start at the mean of the other rows."""
+    if not isinstance(tokenizer, BPETokenizer):
+        raise TypeError(
+            f"the reply template needs a subword tokenizer (shakespeare-bpe), got {type(tokenizer).__name__}"
+        )
+    if SPEECH in tokenizer.special_tokens or REPLY in tokenizer.special_tokens:
+        raise ValueError(f"the tokenizer has {SPEECH} and {REPLY} already: add them once")
+    V = tokenizer.vocab_size
+    grown = BPETokenizer(tokenizer.merges, tokenizer.pattern, {**tokenizer.special_tokens, SPEECH: V, REPLY: V + 1})
+    state = model.state_dict()
+    wte = state["embeddings.wte.weight"]  # (V, C)
+    state["embeddings.wte.weight"] = torch.cat([wte, wte.mean(dim=0, keepdim=True).expand(2, -1)])  # (V + 2, C)
+    state["lm_head.weight"] = state["embeddings.wte.weight"]  # tied
+    new = GPT(replace(model.config, vocab_size=V + 2)).to(wte.device)
+    new.load_state_dict(state)
+    return new.eval(), grown
+
+
+def encode_pair(tokenizer: BPETokenizer, speech: str, answer: str) -> tuple[list[int], list[bool]]:
+    """The ids of SPEECH speech REPLY answer END, and for each id whether the loss learns it: the answer's and END's."""
+    special = tokenizer.special_tokens
+    if SPEECH not in special or REPLY not in special:
+        raise ValueError(f"the tokenizer has no {SPEECH} and {REPLY}; grow it with add_reply_tokens first")
+    prompt = [special[SPEECH], *tokenizer.encode(speech), special[REPLY]]
+    learned = [*tokenizer.encode(answer), special[END_OF_TEXT]]
+    return prompt + learned, [False] * len(prompt) + [True] * len(learned)
+
+
+# %% ../notebooks/12_finetune.ipynb #376c6bff
+def pair_batch(examples: list[tuple[list[int], list[bool]]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(idx (B, T), targets (B, T), mask (B, T)) of encoded pairs, padded on the right to the longest; the mask is True
+    where the loss counts a target, never on the padding."""
+    if not examples:
+        raise ValueError("examples holds no pair: give at least one (ids, learned) from encode_pair")
+    T = max(len(ids) for ids, _ in examples) - 1
+    idx = torch.zeros(len(examples), T, dtype=torch.long)  # (B, T)
+    targets = torch.zeros(len(examples), T, dtype=torch.long)  # (B, T)
+    mask = torch.zeros(len(examples), T, dtype=torch.bool)  # (B, T)
+    for row, (ids, learned) in enumerate(examples):
+        n = len(ids) - 1
+        idx[row, :n] = torch.tensor(ids[:-1])
+        targets[row, :n] = torch.tensor(ids[1:])  # each position predicts the next id
+        mask[row, :n] = torch.tensor(learned[1:])
+    return idx, targets, mask
+
+
+def masked_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions where mask (B, T) is True: logits (B, T, V), targets (B, T)."""
+    losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, V, T) -> (B, T)
+    return (losses * mask).sum() / mask.sum()
+
+
+@torch.no_grad()
+def reply_loss(model: nn.Module, examples: list[tuple[list[int], list[bool]]], batch_size: int = 32) -> float:
+    """The loss per learned token (the replies' and their END) over encoded pairs, every token weighing the same."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        idx, targets, mask = pair_batch(examples[i : i + batch_size])
+        total += masked_loss(model(idx), targets, mask).item() * mask.sum().item()
+        count += mask.sum().item()
+    return total / count
+
+
+def train_new_rows(model: GPT, first: int) -> None:
+    """Let the token embedding's rows from `first` on train (the template's tokens); the others get a zero gradient."""
+    wte = model.embeddings.wte.weight  # (V, C)
+    keep = torch.arange(wte.size(0), device=wte.device) < first  # (V,)
+    wte.requires_grad_(True)
+    wte.register_hook(lambda grad: grad.masked_fill(keep[:, None], 0.0))
+
+
+def reply_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: list[tuple[list[int], list[bool]]]) -> float:
+    """One step of `optimizer` on a batch of encoded pairs; the batch's masked loss."""
+    idx, targets, mask = pair_batch(batch)
+    loss = masked_loss(model(idx), targets, mask)  # (B, T, V) against (B, T), where mask
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def reply_optimizer(model: nn.Module, lr: float) -> torch.optim.AdamW:
+    """AdamW on what is trainable in `model`, without weight decay: what gets no gradient stays as it is."""
+    check_number("lr", lr, 0.0, low_ok=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("every parameter of the model is frozen: nothing to train")
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def fit_replies(
+    model: nn.Module,
+    examples: list[tuple[list[int], list[bool]]],
+    steps: int,
+    batch_size: int = 16,
+    lr: float = 3e-4,
+    seed: int = 0,
+) -> list[float]:
+    """Train what is trainable in `model` on encoded pairs (reply_optimizer, reply_step); the loss of each step."""
+    check_int("steps", steps, 1)
+    check_int("batch_size", batch_size, 1)
+    optimizer = reply_optimizer(model, lr)
+    model.train()
+    losses = [
+        reply_step(model, optimizer, [examples[i] for i in batch.tolist()])
+        for batch in shuffled_batches(len(examples), batch_size, steps, seed)
+    ]
+    model.eval()
+    return losses
+
+
+# %% ../notebooks/12_finetune.ipynb #71173dac
+def reply(
+    model: GPT,
+    tokenizer: BPETokenizer,
+    speech: str,
+    max_new_tokens: int = 120,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> str:
+    """The model's reply to `speech`, sampled in the template until END or max_new_tokens."""
+    if not isinstance(speech, str) or not speech.strip():
+        raise ValueError(f"the speech must be a non-empty string, got {speech!r}: give the line to reply to")
+    special = tokenizer.special_tokens
+    if SPEECH not in special or REPLY not in special:
+        raise ValueError(f"the tokenizer has no {SPEECH} and {REPLY}: load a reply adapter (load_adapter) first")
+    prompt = [special[SPEECH], *tokenizer.encode(speech), special[REPLY]]  # a speech's special tokens raise here
+    if len(prompt) >= model.config.block_size:
+        raise ValueError(f"the speech has {len(prompt) - 2} tokens; keep it under {model.config.block_size - 2}")
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    end = special[END_OF_TEXT]
+    new = generate(
+        model,
+        torch.tensor([prompt]),
+        max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        eos_token_id=end,
+        generator=generator,
+    )[0, len(prompt) :].tolist()  # the reply's ids, and END if it came
+    return tokenizer.decode(new[: new.index(end)] if end in new else new).strip()
+
+
+ADAPTER_FORMAT = "tinytorch-adapter-1"
+REPLY_ADAPTER = PRETRAINED.with_name("shakespeare_bpe_reply.safetensors")  # the shipped adapter of shakespeare-bpe
+
+
+def fingerprint(model: nn.Module) -> str:
+    """The SHA-256 of a model's weights (names, shapes and float32 values): which model an adapter was trained on."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.state_dict().items()):
+        digest.update(f"{name}{tuple(value.shape)}".encode())
+        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_adapter(
+    path: str | Path,
+    model: GPT,
+    tokenizer: BPETokenizer,
+    base: GPT,
+    base_name: str,
+    optimizer: torch.optim.Optimizer | None = None,
+    meta: dict | None = None,
+) -> None:
+    """Write what `model` adds to `base`: its LoRA matrices and the rows of its new tokens, with the base's name and
+    fingerprint, the rank, alpha and adapted layers, the new tokens and `meta` (+ the optimizer's state, to resume)."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+    if not layers:
+        raise ValueError("the model has no LoRALinear: add_lora it (and train it) before saving an adapter")
+    first, some = tokenizer.special_tokens[END_OF_TEXT], next(iter(layers.values()))
+    tensors = {f"{name}.lora_{part}": getattr(m, f"lora_{part}").weight for name, m in layers.items() for part in "AB"}
+    tensors["rows"] = model.embeddings.wte.weight[first:]  # (3, C): the template's tokens, END and the new two
+    header = {
+        "format": ADAPTER_FORMAT,
+        "base": base_name,
+        "base_sha256": fingerprint(base),
+        "r": some.lora_A.out_features,
+        "alpha": some.scaling * some.lora_A.out_features,
+        "targets": sorted({name.split(".")[-1] for name in layers}),
+        "rows": {token: i for token, i in tokenizer.special_tokens.items() if i >= first},
+    }
+    header.update(meta or {})
+    if optimizer is not None:  # as save_checkpoint (appendix 09) stores it
+        state = optimizer.state_dict()
+        for i, param_state in state["state"].items():
+            tensors |= {f"optimizer.{i}.{key}": value for key, value in param_state.items()}
+        header["param_groups"] = state["param_groups"]
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"tinytorch": json.dumps(header)}))
+
+
+def read_adapter(path: str | Path, base: GPT, tokenizer: BPETokenizer) -> tuple[GPT, BPETokenizer]:
+    """A copy of the base grown by the adapter's tokens, with its LoRA layers holding the adapter's matrices (to train
+    further), and the grown tokenizer. Refuses an adapter trained on another model; checks every tensor first."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no adapter at {path}; train one with `tinytorch finetune --out DIR`")
+    try:
+        with safe_open(path, framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys() if not key.startswith("optimizer.")}
+            header = json.loads((f.metadata() or {}).get("tinytorch", "null"))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable tinytorch adapter (truncated or corrupt?): {error}") from None
+    if not isinstance(header, dict) or header.get("format") != ADAPTER_FORMAT:
+        raise ValueError(f"{path} is not a tinytorch adapter (format {ADAPTER_FORMAT!r}): make one with finetune")
+    if header.get("base_sha256") != fingerprint(base):
+        raise ValueError(
+            f"{path} adapts {str(header.get('base'))[:60]!r} (weights {str(header.get('base_sha256'))[:12]}), "
+            f"not this one (weights {fingerprint(base)[:12]}): use it with the model it was trained on"
+        )
+    model, grown = add_reply_tokens(base, tokenizer)
+    first = tokenizer.special_tokens.get(END_OF_TEXT)
+    if header.get("rows") != {END_OF_TEXT: first, SPEECH: tokenizer.vocab_size, REPLY: tokenizer.vocab_size + 1}:
+        raise ValueError(
+            f"{path} holds the rows of {header.get('rows')!r:.80}, not of {END_OF_TEXT}, {SPEECH}, {REPLY}"
+        )
+    try:
+        add_lora(model, header["r"], header["alpha"], tuple(header["targets"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: its rank, alpha or targets are damaged ({error})") from None
+    expected = {k.removesuffix(".weight"): v for k, v in model.state_dict().items() if ".lora_" in k}
+    expected["rows"] = model.embeddings.wte.weight[first:]  # (3, C), a view: filled below
+    if tensors.keys() != expected.keys():
+        missing, extra = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+        raise ValueError(f"{path} does not match its header: missing {missing[:3]}, unexpected {extra[:3]}")
+    with torch.no_grad():
+        for name, value in tensors.items():
+            if value.shape != expected[name].shape or not value.is_floating_point() or not value.isfinite().all():
+                want = tuple(expected[name].shape)
+                raise ValueError(f"{path}: {name} is {value.dtype} {tuple(value.shape)}, expected finite floats {want}")
+            expected[name].copy_(value)
+    return model.eval(), grown
+
+
+def load_adapter(path: str | Path, base: GPT, tokenizer: BPETokenizer) -> tuple[GPT, BPETokenizer]:
+    """The base grown by the adapter's tokens, its LoRA matrices merged in (a plain GPT), and the grown tokenizer."""
+    model, grown = read_adapter(path, base, tokenizer)
+    return merge_lora(model), grown
