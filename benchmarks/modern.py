@@ -186,19 +186,14 @@ def screen_runs() -> list[dict]:
     study has every change at its first seed."""
     from tinytorch.budget import FRONTIER
 
-    base = FRONTIER[0]
-    recipe = dict(
-        minutes=2,
-        n_layer=base.n_layer,
-        n_head=base.n_head,
-        n_embd=base.n_embd,
-        block_size=base.block_size,
-        batch_size=base.batch_size,
-        lr=base.lr,
-        min_lr=base.min_lr,
-        warmup=base.warmup,
-    )
+    recipe = recipe_spec(FRONTIER[0])  # the 2-minute recipe
     return [{**recipe, "change": change, "seed": seed} for seed in SEEDS for change in CHANGES]
+
+
+def recipe_spec(recipe) -> dict:
+    """A FRONTIER Recipe as a run's keys: its budget, shape, batch and learning-rate schedule."""
+    fields = ("minutes", "n_layer", "n_head", "n_embd", "block_size", "batch_size", "lr", "min_lr", "warmup")
+    return {name: getattr(recipe, name) for name in fields}
 
 
 # the best recipe of the screen: Muon alone on GPT-2's block (SwiGLU, the other change that helped alone, did not add
@@ -219,19 +214,7 @@ def final_runs() -> list[dict]:
     runs = []
     for recipe in (r for r in FRONTIER if r.minutes in (10, 30)):
         for seed in FINAL_SEEDS:
-            base = dict(
-                minutes=recipe.minutes,
-                n_layer=recipe.n_layer,
-                n_head=recipe.n_head,
-                n_embd=recipe.n_embd,
-                block_size=recipe.block_size,
-                batch_size=recipe.batch_size,
-                lr=recipe.lr,
-                min_lr=recipe.min_lr,
-                warmup=recipe.warmup,
-                seed=seed,
-                eval_interval=25 * recipe.minutes,
-            )
+            base = {**recipe_spec(recipe), "seed": seed, "eval_interval": 25 * recipe.minutes}
             runs += [{**base, "change": "none"}, {**base, **BEST}]
     return runs
 
