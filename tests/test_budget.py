@@ -18,6 +18,10 @@ from tinytorch.training import TrainConfig
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 40
 
 
+def test_minutes_trains_with_muon_exactly_where_chapter_11_measured_it_ahead():
+    assert {r.minutes: r.optimizer for r in FRONTIER} == {2: "muon", 5: "adamw", 10: "muon", 30: "adamw"}
+
+
 def test_the_frontier_grows_with_the_budget():
     assert [r.minutes for r in FRONTIER] == sorted({r.minutes for r in FRONTIER})
     sizes = [count_parameters(GPT(r.config(76))) for r in FRONTIER]
@@ -184,18 +188,19 @@ def test_train_minutes_prints_the_choice_stores_the_plan_and_ends_on_time(tmp_pa
     for module in (main_module, budget, training):
         monkeypatch.setattr(module, "time", clock)
     small = Recipe(0.1, n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=2, lr=3e-3, min_lr=3e-4, warmup=5)
-    monkeypatch.setattr(budget, "FRONTIER", (small, Recipe(1.0, 2, 2, 32, 32, 4, 2e-3, 2e-4, 10)))
+    monkeypatch.setattr(budget, "FRONTIER", (small, Recipe(1.0, 2, 2, 32, 32, 4, 2e-3, 2e-4, 10, optimizer="muon")))
     monkeypatch.setattr(budget, "STUDY_SECONDS_PER_STEP", 1.0)  # this machine: 16.7x the study's pace
     fake_pace(monkeypatch, lambda config: 0.06)  # three times the clock's pace: train's deadline must make up for it
     code, out, err = cli(capsys, "train", "--out", tmp_path, "--minutes", "0.1", "--eval-batches", "1")
     assert code == 0, err
     assert "--minutes 0.1: 0.1 minutes here are 1.67 minutes of the study's machine" in out, out
-    assert "2 blocks of width 32" in out and "for --minutes 0.1 (" in out, out
+    assert "2 blocks of width 32" in out and "Muon on the blocks' matrices" in out and "for --minutes 0.1 (" in out
     wall = 6 * (1 + float(out.split("for --minutes 0.1 (")[1].split("%")[0]) / 100)  # seconds, by the run's clock
     deadline = 6 - budget.SPARE_SECONDS  # training ends then, leaving a second for the final save (instant here)
     assert deadline - 0.5 < wall <= deadline, out
     meta = load_checkpoint(tmp_path / "model.safetensors").meta
     assert meta["plan"]["recipe"]["n_embd"] == 32 and meta["plan"]["minutes"] == 0.1
+    assert meta["optimizer"] == {"name": "muon", "muon_lr": 0.02}  # the recipe's optimizer, which --resume follows
     assert meta["train_config"]["max_steps"] == meta["step"]
     code, out, err = cli(capsys, "train", "--resume", "--out", tmp_path, "--steps", meta["step"] + 3)
     assert code == 0, err  # a budgeted run resumes like any other, for more steps, and keeps its plan

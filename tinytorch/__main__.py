@@ -157,6 +157,7 @@ def train(args: argparse.Namespace) -> None:
                 settings["eval_batches"],
                 settings["seed"],
             )
+            recipe = _optimizer_record(plan["recipe"]["optimizer"], None)  # Muon where chapter 11 measured it ahead
         elif not args.resume:
             config = replace(config, vocab_size=tokenizer.vocab_size)
         model_class = ARCHITECTURES["llama" if isinstance(config, ModernConfig) else "gpt2"].model
