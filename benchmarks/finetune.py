@@ -61,7 +61,7 @@ def key(spec: dict) -> str:
 
 
 REPLY_RECIPES = {  # steps of batch_size pairs, AdamW at lr without weight decay (LoRA at 2e-3 on a first probe of one
-    # seed sampled bytes that never occur in the plays after a few lines of reply; at 1e-3 it did not)
+    # seed, with <|endoftext|>'s row still frozen, sampled bytes that never occur in the plays; its rate was halved)
     "base": dict(steps=0, batch_size=0, lr=0.0),  # the shipped model grown by the two tokens, not trained
     "full": dict(steps=200, batch_size=16, lr=3e-4),
     "lora": dict(steps=200, batch_size=16, lr=1e-3),  # rank 8, alpha 16, on every block matrix; the template's rows

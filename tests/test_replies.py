@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_cli import assert_one_line_error, cli
 
 import tinytorch.finetune
-from tinytorch.__main__ import main
 from tinytorch.bpe import END_OF_TEXT, BPETokenizer
 from tinytorch.config import GPTConfig
 from tinytorch.embeddings import CharTokenizer
@@ -209,25 +209,12 @@ def test_reply_stops_at_the_end_token_and_says_what_is_wrong():
         reply(model, tokenizer, "Good morrow")
 
 
-def cli(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exit:
-        code = exit.code
-    out, err = capsys.readouterr()
-    if isinstance(code, str):
-        code, err = 1, err + code + "\n"
-    return code, out, err
-
-
 def test_the_shipped_adapter_replies_and_refuses_another_models_adapter(capsys, tmp_path):
     assert REPLY_ADAPTER.is_file() and REPLY_ADAPTER.stat().st_size < 2_000_000  # small: the adapter only
     code, out, err = cli(capsys, "reply", "To be, or not to be, that is the question:", "--seed", "0")
     assert code == 0 and out.strip() and "<|" not in out, err
     path, *_ = trained_adapter(tmp_path)  # an adapter of another model
-    code, out, err = cli(capsys, "reply", "Good morrow", "--adapter", path)
-    assert code == 1 and err.startswith("error: ") and "adapts 'small'" in err and err.count("\n") == 1, err
+    assert_one_line_error(*cli(capsys, "reply", "Good morrow", "--adapter", path), "adapts 'small'")
 
 
 @pytest.fixture
@@ -269,3 +256,60 @@ def test_finetune_saves_on_ctrl_c_and_refuses_to_overwrite_a_run(tmp_path, capsy
     assert code == 1 and "--resume" in err
     code, out, err = cli(capsys, "finetune", "--out", tmp_path, "--resume", "--lr", "1e-2")
     assert code == 1 and "--lr cannot be given" in err
+
+
+def test_a_genre_adapter_holds_the_adapters_and_the_head_and_loads_merged_with_the_same_outputs(tmp_path):
+    torch.manual_seed(0)
+    base = GPT(GPTConfig(20, 16, 2, 2, 16)).eval()
+    classifier = tinytorch.finetune.GenreClassifier(add_lora(copy.deepcopy(base), r=2, alpha=4))
+    ids = torch.randint(0, 20, (8, 16))
+    tinytorch.finetune.fit_classifier(classifier, ids, torch.arange(8) % 4, steps=3, batch_size=4, lr=1e-2)
+    path = tmp_path / "genre.safetensors"
+    tinytorch.finetune.save_classifier(path, classifier, base, "small")
+    assert {"head.weight", "head.bias"} <= set(load_file(path)) and header_of(path)["task"] == "genre"
+    loaded = tinytorch.finetune.load_classifier(path, base)
+    assert not any("lora_" in name for name, _ in loaded.named_parameters())  # merged
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids), classifier(ids), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="an adapter for 'genre', not for 'reply'"):
+        read_adapter(path, base, BPETokenizer.train("abc " * 50, 260))
+    other = copy.deepcopy(base)
+    with torch.no_grad():
+        other.ln_f.bias += 1e-3
+    with pytest.raises(ValueError, match="adapts 'small'"):
+        tinytorch.finetune.load_classifier(path, other)
+
+
+def test_the_shipped_genre_adapter_classifies_a_passage_and_says_what_is_wrong(capsys):
+    assert tinytorch.finetune.GENRE_ADAPTER.stat().st_size < 500_000  # small: the adapters and a head
+    code, out, err = cli(capsys, "classify", "Now is the winter of our discontent\nMade glorious summer by this sun")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 4, err
+    shares = [float(line.split()[1].rstrip("%")) for line in lines]
+    assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 100) < 0.5
+    assert {line.split()[0] for line in lines} == set(tinytorch.finetune.GENRES)
+    assert_one_line_error(*cli(capsys, "classify", "x" * 200), "200 characters", "1 to 128")
+    assert_one_line_error(*cli(capsys, "classify", "café"), "é")
+
+
+def test_finetune_genre_trains_a_classifier_that_classify_uses(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tinytorch.finetune, "passages", small_passages(tinytorch.finetune.passages))
+    out = tmp_path / "genre"
+    code, stdout, err = cli(capsys, "finetune", "--task", "genre", "--out", out, "--steps", "4", "--batch-size", "4")
+    assert code == 0 and "accuracy" in stdout, err
+    code, stdout, err = cli(capsys, "finetune", "--out", out, "--resume", "--steps", "6")
+    assert code == 0 and "resuming" in stdout and header_of(out / "adapter.safetensors")["step"] == 6, err
+    assert_one_line_error(*cli(capsys, "finetune", "--out", out, "--resume", "--task", "reply"), "--task")
+    code, stdout, err = cli(capsys, "classify", "To be, or not to be", "--adapter", out / "adapter.safetensors")
+    assert code == 0 and len(stdout.splitlines()) == 4, err
+    code, stdout, err = cli(capsys, "reply", "To be", "--adapter", out / "adapter.safetensors")
+    assert_one_line_error(code, stdout, err, "an adapter for 'genre', not for 'reply'")
+
+
+def small_passages(passages):
+    """chapter 12's passages, a few per genre: a genre run in seconds."""
+
+    def few(plays, genres, per_genre, length=128, seed=0):
+        return passages(plays, genres, 4, length, seed)
+
+    return few

@@ -1,8 +1,9 @@
-"""The `tinytorch` command line: `preview` (chapter 00), `train` (chapter 06), `complete` (chapter 07), `finetune` and
-`reply` (chapter 12), and for the learner `workbook` (write the chapters with stubs to fill in) and `check` (run them
-and say what is built)."""
+"""The `tinytorch` command line: `preview` (chapter 00), `train` (chapter 06), `complete` (chapter 07), `finetune`,
+`reply` and `classify` (chapter 12), and for the learner `workbook` (write the chapters with stubs to fill in) and
+`check` (run them and say what is built)."""
 
 import argparse
+import copy
 import json
 import os
 import shlex
@@ -441,66 +442,137 @@ def _checkpoint_file(given: str) -> str | Path:
     )
 
 
-FINETUNE_DEFAULTS = dict(steps=600, batch_size=16, lr=1e-3, rank=8, seed=0)  # the shipped reply adapter's recipe
-FINETUNE_BASE = "shakespeare-bpe"  # the model finetune adapts: the subword model reads any line a user types
-HELDOUT_PAIRS = 256  # pairs of the held-out plays that finetune measures its adapter on, at the end
+FINETUNE_TASKS = {  # what finetune can teach: the shipped model it adapts, and the recipe of the adapter that ships
+    "reply": dict(base="shakespeare-bpe", steps=600, batch_size=16, lr=1e-3, rank=8, seed=0),
+    "genre": dict(base="shakespeare", steps=250, batch_size=32, lr=3e-3, rank=4, seed=0),
+}
+FINETUNE_OPTIONS = ("steps", "batch_size", "lr", "rank", "seed")
+HELDOUT_PAIRS = 256  # pairs of the held-out plays that a reply run measures its adapter on, at the end
+
+
+class _Task:
+    """One fine-tuning task for `finetune`: its model, its examples, one step, its file and its measure."""
+
+    def __init__(self, task: str, settings: dict, resume: Path | None):
+        import torch
+
+        from tinytorch.bpe import END_OF_TEXT
+        from tinytorch.checkpoint import load_pretrained
+        from tinytorch.data import VAL_PLAYS, load_plays, play_paths
+        from tinytorch.finetune import (
+            GenreClassifier,
+            add_lora,
+            add_reply_tokens,
+            encode_pair,
+            passages,
+            read_adapter,
+            read_classifier,
+            reply_pairs,
+            split_plays,
+            train_new_rows,
+        )
+
+        self.task, self.base_name = task, FINETUNE_TASKS[task]["base"]
+        self.base, tokenizer = load_pretrained(self.base_name)
+        if task == "reply":
+            if resume is not None:
+                self.model, self.tokenizer = read_adapter(resume, self.base, tokenizer)  # refuses another base's
+            else:
+                self.model, self.tokenizer = add_reply_tokens(self.base, tokenizer)
+                torch.manual_seed(settings["seed"])  # the adapters' A
+                add_lora(self.model, settings["rank"], 2 * settings["rank"])
+            train_new_rows(self.model, self.tokenizer.special_tokens[END_OF_TEXT])  # END's row and the new two
+            train, heldout = [], []
+            for name, path in play_paths().items():
+                pairs = reply_pairs(path.read_text(encoding="utf-8"))
+                (heldout if name in VAL_PLAYS else train).extend(encode_pair(self.tokenizer, s, r) for s, r in pairs)
+            chosen = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:HELDOUT_PAIRS]
+            self.train, self.heldout = train, [heldout[i] for i in chosen.tolist()]
+            self.what = f"{len(train):,} pairs of the training plays"
+        else:
+            if resume is not None:
+                self.model = read_classifier(resume, self.base)
+            else:
+                torch.manual_seed(settings["seed"])  # the adapters' A and the head
+                self.model = GenreClassifier(add_lora(copy.deepcopy(self.base), settings["rank"], 2 * settings["rank"]))
+            plays, (train_genres, heldout_genres) = load_plays(), split_plays()
+            encode = tokenizer.encode
+            texts, self.labels = passages(plays, train_genres, 1000, 128, seed=0)  # chapter 12's study
+            self.inputs = torch.tensor([encode(text) for text in texts])  # (N, 128)
+            texts, self.heldout_labels = passages(plays, heldout_genres, 250, 128, seed=1)
+            self.heldout_inputs = torch.tensor([encode(text) for text in texts])
+            self.train = self.labels  # what the batches index
+            self.what = f"{len(self.labels):,} passages of the training plays"
+
+    def optimizer(self, lr: float):
+        from tinytorch.finetune import reply_optimizer
+
+        return reply_optimizer(self.model, lr)  # AdamW on what trains; no weight decay
+
+    def step(self, optimizer, batch) -> float:
+        from tinytorch.finetune import classify_step, reply_step
+
+        if self.task == "reply":
+            return reply_step(self.model, optimizer, [self.train[j] for j in batch.tolist()])
+        return classify_step(self.model, optimizer, self.inputs[batch], self.labels[batch])
+
+    def save(self, path: Path, optimizer, meta: dict) -> None:
+        from tinytorch.finetune import save_adapter, save_classifier
+
+        if self.task == "reply":
+            save_adapter(path, self.model, self.tokenizer, self.base, self.base_name, optimizer, meta)
+        else:
+            save_classifier(path, self.model, self.base, self.base_name, optimizer, meta)
+
+    def measure(self) -> str:
+        from tinytorch.finetune import genre_accuracy, reply_loss
+
+        if self.task == "reply":
+            loss = reply_loss(self.model, self.heldout)
+            return f"reply loss {loss:.3f} on {len(self.heldout)} pairs of the held-out plays"
+        accuracy = genre_accuracy(self.model, self.heldout_inputs, self.heldout_labels)
+        return f"accuracy {accuracy:.1%} on {len(self.heldout_labels):,} passages of the held-out plays"
 
 
 def finetune(args: argparse.Namespace) -> None:
-    """Train a LoRA adapter that replies (chapter 12) on the plays' pairs; Ctrl-C saves, --resume continues."""
-    import torch
+    """Train a LoRA adapter (chapter 12): one that replies, or a genre classifier; Ctrl-C saves, --resume goes on."""
     from safetensors import safe_open
 
-    from tinytorch.bpe import END_OF_TEXT
-    from tinytorch.checkpoint import load_pretrained, remove_leftovers
-    from tinytorch.data import VAL_PLAYS, play_paths
-    from tinytorch.finetune import (
-        add_lora,
-        add_reply_tokens,
-        encode_pair,
-        read_adapter,
-        reply_loss,
-        reply_optimizer,
-        reply_pairs,
-        reply_step,
-        save_adapter,
-        shuffled_batches,
-        train_new_rows,
-    )
+    from tinytorch.checkpoint import remove_leftovers
+    from tinytorch.finetune import shuffled_batches
 
     began = time.perf_counter()
     folder = Path(args.out)
     out, adapter = folder / "checkpoint.safetensors", folder / "adapter.safetensors"
-    given = {name: getattr(args, name) for name in FINETUNE_DEFAULTS if getattr(args, name) is not None}
-    if args.resume and given.keys() - {"steps"}:
-        chosen = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(given.keys() - {"steps"}))
-        sys.exit(f"error: --resume continues the run with its own settings; {chosen} cannot be given with it")
+    given = {name: getattr(args, name) for name in FINETUNE_OPTIONS if getattr(args, name) is not None}
+    if args.resume and (given.keys() - {"steps"} or args.task is not None):
+        chosen = [f"--{name.replace('_', '-')}" for name in sorted(given.keys() - {"steps"})]
+        chosen += ["--task"] if args.task is not None else []
+        sys.exit(
+            f"error: --resume continues the run with its own settings; {', '.join(chosen)} cannot be given with it"
+        )
     lock = _own_folder(folder)
     terminate = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM acts as Ctrl-C: save, then stop
     step = 0
     try:
         for path in (out, adapter):
             remove_leftovers(path)
-        base, tokenizer = load_pretrained(FINETUNE_BASE)
         if args.resume:
             if not out.exists():
                 sys.exit(f"error: --resume given but there is no checkpoint at {out}")
-            model, grown = read_adapter(out, base, tokenizer)  # refuses a checkpoint of another base
             with safe_open(out, framework="pt") as f:
                 header = json.loads(f.metadata()["tinytorch"])
                 saved = {key: f.get_tensor(key) for key in f.keys() if key.startswith("optimizer.")}
-            settings, step = {**header["settings"], **given}, header["step"]
+            settings, step, task = {**header["settings"], **given}, header["step"], header.get("task", "reply")
             if settings["steps"] <= step:
                 sys.exit(f"error: {out} is at step {step} of {settings['steps']}; give more --steps to go on")
         else:
             if out.exists() or adapter.exists():
                 sys.exit(f"error: {folder} holds a finetune run; pass --resume to continue it, or choose another --out")
-            settings = {**FINETUNE_DEFAULTS, **given}
-            model, grown = add_reply_tokens(base, tokenizer)
-            torch.manual_seed(settings["seed"])  # the adapters' A
-            add_lora(model, settings["rank"], 2 * settings["rank"])
-        train_new_rows(model, grown.special_tokens[END_OF_TEXT])  # the template's rows: END and the two new ones
-        optimizer = reply_optimizer(model, settings["lr"])
+            task = args.task or "reply"
+            settings = {**{k: FINETUNE_TASKS[task][k] for k in FINETUNE_OPTIONS}, **given}
+        job = _Task(task, settings, out if args.resume else None)
+        optimizer = job.optimizer(settings["lr"])
         if args.resume:
             state = optimizer.state_dict()
             for key, value in saved.items():
@@ -508,49 +580,40 @@ def finetune(args: argparse.Namespace) -> None:
                 state["state"].setdefault(int(i), {})[name] = value
             state["param_groups"] = header["param_groups"]
             optimizer.load_state_dict(state)
-        train, heldout = [], []
-        for name, path in play_paths().items():
-            pairs = reply_pairs(path.read_text(encoding="utf-8"))
-            (heldout if name in VAL_PLAYS else train).extend(encode_pair(grown, s, r) for s, r in pairs)
-        chosen = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:HELDOUT_PAIRS].tolist()
-        heldout = [heldout[i] for i in chosen]
         deadline = None if args.minutes is None else began + 60 * args.minutes
-        what = f"resuming {out} at step {step}" if args.resume else f"LoRA rank {settings['rank']} on {FINETUNE_BASE}"
-        print(f"{what}: {len(train):,} pairs of the training plays; {settings}")
-
-        def save(path: Path, with_optimizer: bool) -> None:
-            meta = {"step": step, "settings": settings}
-            save_adapter(path, model, grown, base, FINETUNE_BASE, optimizer if with_optimizer else None, meta)
-
-        model.train()
+        what = (
+            f"resuming {out} at step {step}"
+            if args.resume
+            else f"{task}: LoRA rank {settings['rank']} on {job.base_name}"
+        )
+        print(f"{what}: {job.what}; {settings}")
+        job.model.train()
         losses = []
         try:
-            for i, batch in enumerate(
-                shuffled_batches(len(train), settings["batch_size"], settings["steps"], settings["seed"])
-            ):
+            batches = shuffled_batches(len(job.train), settings["batch_size"], settings["steps"], settings["seed"])
+            for i, batch in enumerate(batches):
                 if i < step:
                     continue  # trained on before the run was resumed: the same batches in the same order
-                losses.append(reply_step(model, optimizer, [train[j] for j in batch.tolist()]))
+                losses.append(job.step(optimizer, batch))
                 step = i + 1
                 if step % 50 == 0 or step == settings["steps"]:
                     print(f"step {step}: loss {sum(losses[-50:]) / len(losses[-50:]):.3f}", flush=True)
-                    save(out, True)
+                    job.save(out, optimizer, {"step": step, "settings": settings})
                 if deadline is not None and time.perf_counter() >= deadline:
                     break
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM through _terminate
-            save(out, True)
+            job.save(out, optimizer, {"step": step, "settings": settings})
             print(
                 f"stopped at step {step}; resume with `tinytorch finetune --resume --out {shlex.quote(args.out)}`",
                 file=sys.stderr,
             )
             sys.exit(128 + (signal.SIGTERM if isinstance(stop, _Terminated) else signal.SIGINT))
-        save(out, True)
-        save(adapter, False)
-        loss = reply_loss(model, heldout)
-        wall = (time.perf_counter() - began) / 60
+        job.save(out, optimizer, {"step": step, "settings": settings})
+        job.save(adapter, None, {"step": step, "settings": settings})
+        use = "reply 'To be, or not to be'" if task == "reply" else "classify 'Now is the winter of our discontent'"
         print(
-            f"step {step}: reply loss {loss:.3f} on {len(heldout)} pairs of the held-out plays; {wall:.2f} minutes; "
-            f"saved {adapter} (use it: tinytorch reply 'To be, or not to be' --adapter {shlex.quote(str(adapter))})"
+            f"step {step}: {job.measure()}; {(time.perf_counter() - began) / 60:.2f} minutes; saved {adapter} (use it: "
+            f"tinytorch {use} --adapter {shlex.quote(str(adapter))})"
         )
     except (ValueError, OSError) as error:
         sys.exit(f"error: {error}")
@@ -566,12 +629,36 @@ def reply(args: argparse.Namespace) -> None:
     from tinytorch.finetune import reply as write_reply
 
     try:
-        base, tokenizer = load_pretrained(FINETUNE_BASE)
+        base, tokenizer = load_pretrained(FINETUNE_TASKS["reply"]["base"])
         model, grown = load_adapter(args.adapter or REPLY_ADAPTER, base, tokenizer)
         text = write_reply(model, grown, args.line, args.max_new_tokens, args.temperature, args.top_k, args.seed)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     print(text)
+
+
+def classify(args: argparse.Namespace) -> None:
+    """Say which kind of play a passage reads like, with shakespeare and a genre adapter (the shipped one)."""
+    import torch
+
+    from tinytorch.checkpoint import load_pretrained
+    from tinytorch.finetune import GENRE_ADAPTER, GENRES, load_classifier
+
+    try:
+        base, tokenizer = load_pretrained(FINETUNE_TASKS["genre"]["base"])
+        classifier = load_classifier(args.adapter or GENRE_ADAPTER, base)
+        ids = tokenizer.encode(args.passage)  # characters the plays never use: a one-line error
+        if not ids or len(ids) > base.config.block_size:
+            raise ValueError(
+                f"the passage has {len(ids)} characters; the classifier reads 1 to {base.config.block_size} (it was "
+                "trained on passages of 128)"
+            )
+        with torch.no_grad():
+            probs = classifier(torch.tensor([ids])).softmax(dim=-1)[0]  # (n_classes,)
+    except (ValueError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")
+    for p, genre in sorted(zip(probs.tolist(), GENRES, strict=True), reverse=True):
+        print(f"{genre:10s} {p:6.1%}")
 
 
 def workbook(args: argparse.Namespace) -> None:
@@ -704,6 +791,18 @@ def _version() -> str:
     return f"tinytorch {version('tinytorch')} (torch {torch.__version__}, Python {sys.version.split()[0]})"
 
 
+def _add_sampling_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--temperature, --top-k and --seed, as complete and reply take them."""
+    p.add_argument(
+        "--temperature",
+        type=_number("a finite number >= 0", low=0),
+        default=0.8,
+        help="0 = greedy; higher = more surprising (default: 0.8)",
+    )
+    p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely tokens")
+    p.add_argument("--seed", type=SEED, default=None, help=f"random seed, for a repeatable {what}")
+
+
 def _add_device_options(p: argparse.ArgumentParser) -> None:
     """--device and --compile, which `train` and `complete` both take."""
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda... (default: auto)")
@@ -817,20 +916,13 @@ def main(argv: list[str] | None = None) -> None:
         default=300,
         help="tokens to add: characters for shakespeare, subwords for shakespeare-bpe (default: 300)",
     )
-    p.add_argument(
-        "--temperature",
-        type=_number("a finite number >= 0", low=0),
-        default=0.8,
-        help="0 = greedy; higher = more surprising (default: 0.8)",
-    )
-    p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely tokens")
+    _add_sampling_options(p, "completion")
     p.add_argument(
         "--top-p",
         type=_number("a number in (0, 1]", low=0, low_ok=False, high=1),
         default=None,
         help="sample only from the most likely tokens adding up to p",
     )
-    p.add_argument("--seed", type=SEED, default=None, help="random seed, for a repeatable completion")
     chosen = p.add_mutually_exclusive_group()
     chosen.add_argument(
         "--model",
@@ -846,19 +938,31 @@ def main(argv: list[str] | None = None) -> None:
 
     p = commands.add_parser(
         "finetune",
-        help="train an adapter that replies to a line (LoRA on shakespeare-bpe, chapter 12)",
-        description="Fine-tune shakespeare-bpe with LoRA to reply to a line: pairs of a speech and the next speaker's "
-        "reply from the training plays, the loss on the reply only. Writes OUT/adapter.safetensors (the adapter, "
-        "for tinytorch reply --adapter) and OUT/checkpoint.safetensors (to resume); Ctrl-C saves and stops, "
-        "--resume goes on. Example: tinytorch finetune --out runs/reply --minutes 2",
+        help="train an adapter: one that replies to a line, or a genre classifier (LoRA, chapter 12)",
+        description="Fine-tune a shipped model with LoRA (chapter 12): --task reply (the default) teaches "
+        "shakespeare-bpe to reply to a line, from pairs of a speech and the next speaker's reply in the training "
+        "plays; --task genre teaches shakespeare to tell which kind of play a passage comes from. Writes "
+        "OUT/adapter.safetensors (for tinytorch reply or classify --adapter) and OUT/checkpoint.safetensors (to "
+        "resume); Ctrl-C saves and stops, --resume goes on. Example: tinytorch finetune --out runs/reply --minutes 2",
     )
+    p.add_argument("--task", choices=tuple(FINETUNE_TASKS), default=None, help="reply or genre (default: reply)")
     p.add_argument("--out", default="runs/reply", help="output directory (default: runs/reply)")
-    d = FINETUNE_DEFAULTS
-    p.add_argument("--steps", type=_integer(1), help=f"steps of --batch-size pairs (default: {d['steps']})")
+    d, g = FINETUNE_TASKS["reply"], FINETUNE_TASKS["genre"]
+    p.add_argument("--steps", type=_integer(1), help=f"steps (default: {d['steps']}; genre: {g['steps']})")
     p.add_argument("--minutes", type=POSITIVE, help="stop after this many minutes, saved, if --steps are not done")
-    p.add_argument("--batch-size", type=_integer(1), help=f"pairs per step (default: {d['batch_size']})")
-    p.add_argument("--lr", type=POSITIVE, help=f"AdamW's learning rate (default: {_exponent(d['lr'])})")
-    p.add_argument("--rank", type=_integer(1), help=f"LoRA's rank r, with alpha = 2r (default: {d['rank']})")
+    p.add_argument(
+        "--batch-size",
+        type=_integer(1),
+        help=f"examples per step (default: {d['batch_size']}; genre: {g['batch_size']})",
+    )
+    p.add_argument(
+        "--lr",
+        type=POSITIVE,
+        help=f"AdamW's learning rate (default: {_exponent(d['lr'])}; genre: {_exponent(g['lr'])})",
+    )
+    p.add_argument(
+        "--rank", type=_integer(1), help=f"LoRA's rank r, alpha = 2r (default: {d['rank']}; genre: {g['rank']})"
+    )
     p.add_argument("--seed", type=SEED, help=f"random seed: the adapters' start and the batches (default: {d['seed']})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out; only --steps (more) may be given")
     p.set_defaults(run=finetune)
@@ -872,15 +976,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("line", help="the line to reply to, any text")
     p.add_argument("--adapter", default=None, help="an adapter from tinytorch finetune (default: the shipped one)")
     p.add_argument("--max-new-tokens", type=_integer(1), default=120, help="longest reply, in subwords (default: 120)")
-    p.add_argument(
-        "--temperature",
-        type=_number("a finite number >= 0", low=0),
-        default=0.8,
-        help="0 = greedy; higher = more surprising (default: 0.8)",
-    )
-    p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely tokens")
-    p.add_argument("--seed", type=SEED, default=None, help="random seed, for a repeatable reply")
+    _add_sampling_options(p, "reply")
     p.set_defaults(run=reply)
+
+    p = commands.add_parser(
+        "classify",
+        help="say which kind of play a passage reads like (shakespeare with the shipped genre adapter)",
+        description="Print how likely a passage (up to 128 characters of the plays' alphabet) comes from each kind of "
+        "play, comedies, histories, romances or tragedies, by shakespeare with the genre adapter that ships with "
+        "tinytorch (or --adapter, from tinytorch finetune --task genre). Example: tinytorch classify 'Now is the "
+        "winter of our discontent'",
+    )
+    p.add_argument("passage", help="the passage, up to 128 characters")
+    p.add_argument("--adapter", default=None, help="an adapter from finetune --task genre (default: the shipped one)")
+    p.set_defaults(run=classify)
 
     p = commands.add_parser(
         "workbook",

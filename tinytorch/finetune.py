@@ -7,6 +7,7 @@ __all__ = [
     "REPLY",
     "ADAPTER_FORMAT",
     "REPLY_ADAPTER",
+    "GENRE_ADAPTER",
     "LoRALinear",
     "add_lora",
     "trainable_parameters",
@@ -19,6 +20,7 @@ __all__ = [
     "GenreClassifier",
     "shuffled_batches",
     "fit_classifier",
+    "classify_step",
     "predict",
     "genre_accuracy",
     "scene_speeches",
@@ -35,8 +37,11 @@ __all__ = [
     "reply",
     "fingerprint",
     "save_adapter",
+    "save_classifier",
     "read_adapter",
     "load_adapter",
+    "read_classifier",
+    "load_classifier",
 ]
 
 # %% ../notebooks/12_finetune.ipynb #50c66b69
@@ -253,16 +258,22 @@ def fit_classifier(
     if not params:
         raise ValueError("every parameter of the classifier is frozen: nothing to train")
     optimizer = torch.optim.AdamW(params, lr=lr)
-    losses = []
     classifier.train()
-    for batch in shuffled_batches(len(labels), batch_size, steps, seed):
-        loss = F.cross_entropy(classifier(inputs[batch]), labels[batch])  # (B, n_classes) against (B,)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    batches = shuffled_batches(len(labels), batch_size, steps, seed)
+    losses = [classify_step(classifier, optimizer, inputs[batch], labels[batch]) for batch in batches]
     classifier.eval()
     return losses
+
+
+def classify_step(
+    classifier: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, labels: torch.Tensor
+) -> float:
+    """One step of `optimizer` on a batch (inputs (B, ...), labels (B,)); the batch's cross-entropy."""
+    loss = F.cross_entropy(classifier(inputs), labels)  # (B, n_classes) against (B,)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 @torch.no_grad()
@@ -459,6 +470,7 @@ def reply(
 
 ADAPTER_FORMAT = "tinytorch-adapter-1"
 REPLY_ADAPTER = PRETRAINED.with_name("shakespeare_bpe_reply.safetensors")  # the shipped adapter of shakespeare-bpe
+GENRE_ADAPTER = PRETRAINED.with_name("shakespeare_genre.safetensors")  # the shipped genre classifier of shakespeare
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -479,14 +491,36 @@ def save_adapter(
     optimizer: torch.optim.Optimizer | None = None,
     meta: dict | None = None,
 ) -> None:
-    """Write what `model` adds to `base`: its LoRA matrices and the rows of its new tokens, with the base's name and
-    fingerprint, the rank, alpha and adapted layers, the new tokens and `meta` (+ the optimizer's state, to resume)."""
+    """Write what the reply `model` adds to `base`: its LoRA matrices and the rows of the template's tokens, with the
+    base's name and fingerprint, the rank, alpha and adapted layers, `meta` (+ the optimizer's state, to resume)."""
+    first = tokenizer.special_tokens[END_OF_TEXT]
+    rows = model.embeddings.wte.weight[first:]  # (3, C): the template's tokens, END and the new two
+    header = {"task": "reply", "rows": {token: i for token, i in tokenizer.special_tokens.items() if i >= first}}
+    _write_adapter(path, model, {"rows": rows}, header, base, base_name, optimizer, meta)
+
+
+def save_classifier(
+    path: str | Path,
+    classifier: GenreClassifier,
+    base: GPT,
+    base_name: str,
+    optimizer: torch.optim.Optimizer | None = None,
+    meta: dict | None = None,
+) -> None:
+    """Write what a LoRA `classifier` adds to `base`: its LoRA matrices and its head, with the labels (GENRES)."""
+    head = {f"head.{name}": value for name, value in classifier.head.state_dict().items()}
+    header = {"task": "genre", "labels": list(GENRES)}
+    _write_adapter(path, classifier.model, head, header, base, base_name, optimizer, meta)
+
+
+def _write_adapter(path, model, extra, header, base, base_name, optimizer, meta) -> None:
+    """The adapter file: every LoRALinear's A and B, the `extra` tensors, and the header with the base's fingerprint."""
     layers = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
     if not layers:
         raise ValueError("the model has no LoRALinear: add_lora it (and train it) before saving an adapter")
-    first, some = tokenizer.special_tokens[END_OF_TEXT], next(iter(layers.values()))
+    some = next(iter(layers.values()))
     tensors = {f"{name}.lora_{part}": getattr(m, f"lora_{part}").weight for name, m in layers.items() for part in "AB"}
-    tensors["rows"] = model.embeddings.wte.weight[first:]  # (3, C): the template's tokens, END and the new two
+    tensors |= extra
     header = {
         "format": ADAPTER_FORMAT,
         "base": base_name,
@@ -494,9 +528,9 @@ def save_adapter(
         "r": some.lora_A.out_features,
         "alpha": some.scaling * some.lora_A.out_features,
         "targets": sorted({name.split(".")[-1] for name in layers}),
-        "rows": {token: i for token, i in tokenizer.special_tokens.items() if i >= first},
+        **header,
+        **(meta or {}),
     }
-    header.update(meta or {})
     if optimizer is not None:  # as save_checkpoint (appendix 09) stores it
         state = optimizer.state_dict()
         for i, param_state in state["state"].items():
@@ -506,9 +540,9 @@ def save_adapter(
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"tinytorch": json.dumps(header)}))
 
 
-def read_adapter(path: str | Path, base: GPT, tokenizer: BPETokenizer) -> tuple[GPT, BPETokenizer]:
-    """A copy of the base grown by the adapter's tokens, with its LoRA layers holding the adapter's matrices (to train
-    further), and the grown tokenizer. Refuses an adapter trained on another model; checks every tensor first."""
+def _open_adapter(path: str | Path, base: GPT, task: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(header, tensors) of an adapter file for `task`, the optimizer's state left out; refuses a file of another
+    task or trained on another model than `base`."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no adapter at {path}; train one with `tinytorch finetune --out DIR`")
@@ -520,32 +554,46 @@ def read_adapter(path: str | Path, base: GPT, tokenizer: BPETokenizer) -> tuple[
         raise ValueError(f"{path} is not a readable tinytorch adapter (truncated or corrupt?): {error}") from None
     if not isinstance(header, dict) or header.get("format") != ADAPTER_FORMAT:
         raise ValueError(f"{path} is not a tinytorch adapter (format {ADAPTER_FORMAT!r}): make one with finetune")
+    if header.get("task", "reply") != task:
+        raise ValueError(f"{path} is an adapter for {str(header.get('task'))[:20]!r}, not for {task!r}")
     if header.get("base_sha256") != fingerprint(base):
         raise ValueError(
             f"{path} adapts {str(header.get('base'))[:60]!r} (weights {str(header.get('base_sha256'))[:12]}), "
             f"not this one (weights {fingerprint(base)[:12]}): use it with the model it was trained on"
         )
-    model, grown = add_reply_tokens(base, tokenizer)
-    first = tokenizer.special_tokens.get(END_OF_TEXT)
-    if header.get("rows") != {END_OF_TEXT: first, SPEECH: tokenizer.vocab_size, REPLY: tokenizer.vocab_size + 1}:
-        raise ValueError(
-            f"{path} holds the rows of {header.get('rows')!r:.80}, not of {END_OF_TEXT}, {SPEECH}, {REPLY}"
-        )
+    return header, tensors
+
+
+def _fill(path: str | Path, model: nn.Module, header: dict, tensors: dict, extra: dict[str, torch.Tensor]) -> None:
+    """Add the header's LoRA to `model` (in place) and copy the file's tensors into its adapters and into `extra`'s
+    tensors, after checking that the names, shapes and values are those the header promises."""
     try:
         add_lora(model, header["r"], header["alpha"], tuple(header["targets"]))
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: its rank, alpha or targets are damaged ({error})") from None
-    expected = {k.removesuffix(".weight"): v for k, v in model.state_dict().items() if ".lora_" in k}
-    expected["rows"] = model.embeddings.wte.weight[first:]  # (3, C), a view: filled below
+    expected = {k.removesuffix(".weight"): v for k, v in model.state_dict().items() if ".lora_" in k} | extra
     if tensors.keys() != expected.keys():
-        missing, extra = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
-        raise ValueError(f"{path} does not match its header: missing {missing[:3]}, unexpected {extra[:3]}")
+        missing, unexpected = sorted(expected.keys() - tensors.keys()), sorted(tensors.keys() - expected.keys())
+        raise ValueError(f"{path} does not match its header: missing {missing[:3]}, unexpected {unexpected[:3]}")
     with torch.no_grad():
         for name, value in tensors.items():
             if value.shape != expected[name].shape or not value.is_floating_point() or not value.isfinite().all():
                 want = tuple(expected[name].shape)
                 raise ValueError(f"{path}: {name} is {value.dtype} {tuple(value.shape)}, expected finite floats {want}")
             expected[name].copy_(value)
+
+
+def read_adapter(path: str | Path, base: GPT, tokenizer: BPETokenizer) -> tuple[GPT, BPETokenizer]:
+    """A copy of the base grown by the reply adapter's tokens, with its LoRA layers holding the adapter's matrices (to
+    train further), and the grown tokenizer. Refuses an adapter trained on another model; checks every tensor first."""
+    header, tensors = _open_adapter(path, base, "reply")
+    model, grown = add_reply_tokens(base, tokenizer)
+    first = tokenizer.special_tokens.get(END_OF_TEXT)
+    if header.get("rows") != {END_OF_TEXT: first, SPEECH: tokenizer.vocab_size, REPLY: tokenizer.vocab_size + 1}:
+        raise ValueError(
+            f"{path} holds the rows of {header.get('rows')!r:.80}, not of {END_OF_TEXT}, {SPEECH}, {REPLY}"
+        )
+    _fill(path, model, header, tensors, {"rows": model.embeddings.wte.weight[first:]})  # (3, C), a view
     return model.eval(), grown
 
 
@@ -553,3 +601,22 @@ def load_adapter(path: str | Path, base: GPT, tokenizer: BPETokenizer) -> tuple[
     """The base grown by the adapter's tokens, its LoRA matrices merged in (a plain GPT), and the grown tokenizer."""
     model, grown = read_adapter(path, base, tokenizer)
     return merge_lora(model), grown
+
+
+def read_classifier(path: str | Path, base: GPT) -> GenreClassifier:
+    """A GenreClassifier on a copy of `base` with the adapter's LoRA matrices (unmerged) and head. Refuses an
+    adapter trained on another model or for other labels; checks every tensor first."""
+    header, tensors = _open_adapter(path, base, "genre")
+    if header.get("labels") != list(GENRES):
+        raise ValueError(f"{path} has the labels {header.get('labels')!r:.80}, not GENRES {GENRES}")
+    classifier = GenreClassifier(copy.deepcopy(base), len(GENRES))
+    head = {f"head.{name}": value for name, value in classifier.head.state_dict(keep_vars=True).items()}
+    _fill(path, classifier.model, header, tensors, {k: v.detach() for k, v in head.items()})
+    return classifier.eval()
+
+
+def load_classifier(path: str | Path, base: GPT) -> GenreClassifier:
+    """read_classifier with the LoRA matrices merged into the model's weights."""
+    classifier = read_classifier(path, base)
+    merge_lora(classifier.model)
+    return classifier
