@@ -791,8 +791,8 @@ def _version() -> str:
     return f"tinytorch {version('tinytorch')} (torch {torch.__version__}, Python {sys.version.split()[0]})"
 
 
-def _add_sampling_options(p: argparse.ArgumentParser, what: str) -> None:
-    """--temperature, --top-k and --seed, as complete and reply take them."""
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """--temperature and --top-k, as complete and reply take them."""
     p.add_argument(
         "--temperature",
         type=_number("a finite number >= 0", low=0),
@@ -800,7 +800,6 @@ def _add_sampling_options(p: argparse.ArgumentParser, what: str) -> None:
         help="0 = greedy; higher = more surprising (default: 0.8)",
     )
     p.add_argument("--top-k", type=_integer(1), default=None, help="sample only from the k most likely tokens")
-    p.add_argument("--seed", type=SEED, default=None, help=f"random seed, for a repeatable {what}")
 
 
 def _add_device_options(p: argparse.ArgumentParser) -> None:
@@ -916,13 +915,14 @@ def main(argv: list[str] | None = None) -> None:
         default=300,
         help="tokens to add: characters for shakespeare, subwords for shakespeare-bpe (default: 300)",
     )
-    _add_sampling_options(p, "completion")
+    _add_sampling_options(p)
     p.add_argument(
         "--top-p",
         type=_number("a number in (0, 1]", low=0, low_ok=False, high=1),
         default=None,
         help="sample only from the most likely tokens adding up to p",
     )
+    p.add_argument("--seed", type=SEED, default=None, help="random seed, for a repeatable completion")
     chosen = p.add_mutually_exclusive_group()
     chosen.add_argument(
         "--model",
@@ -976,7 +976,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("line", help="the line to reply to, any text")
     p.add_argument("--adapter", default=None, help="an adapter from tinytorch finetune (default: the shipped one)")
     p.add_argument("--max-new-tokens", type=_integer(1), default=120, help="longest reply, in subwords (default: 120)")
-    _add_sampling_options(p, "reply")
+    _add_sampling_options(p)
+    p.add_argument("--seed", type=SEED, default=None, help="random seed, for a repeatable reply")
     p.set_defaults(run=reply)
 
     p = commands.add_parser(
