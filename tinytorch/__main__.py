@@ -538,7 +538,7 @@ def finetune(args: argparse.Namespace) -> None:
     """Train a LoRA adapter (chapter 12): one that replies, or a genre classifier; Ctrl-C saves, --resume goes on."""
     from safetensors import safe_open
 
-    from tinytorch.checkpoint import remove_leftovers
+    from tinytorch.checkpoint import load_optimizer_state, remove_leftovers
     from tinytorch.finetune import shuffled_batches
 
     began = time.perf_counter()
@@ -574,12 +574,10 @@ def finetune(args: argparse.Namespace) -> None:
         job = _Task(task, settings, out if args.resume else None)
         optimizer = job.optimizer(settings["lr"])
         if args.resume:
-            state = optimizer.state_dict()
-            for key, value in saved.items():
-                _, i, name = key.split(".", 2)
-                state["state"].setdefault(int(i), {})[name] = value
-            state["param_groups"] = header["param_groups"]
-            optimizer.load_state_dict(state)
+            try:
+                load_optimizer_state(optimizer, saved, header["param_groups"])  # as train's --resume (appendix 09)
+            except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as error:
+                raise ValueError(f"{out} cannot be resumed: its optimizer state is damaged ({error})") from None
         deadline = None if args.minutes is None else began + 60 * args.minutes
         what = (
             f"resuming {out} at step {step}"

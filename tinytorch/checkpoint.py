@@ -16,6 +16,8 @@ __all__ = [
     "Architecture",
     "architecture_of",
     "config_from_dict",
+    "optimizer_tensors",
+    "load_optimizer_state",
     "save_checkpoint",
     "checkpoint_bytes",
     "Checkpoint",
@@ -181,6 +183,30 @@ def _stored(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 # %% ../notebooks/09_training_runs.ipynb #bd595dad
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimizer's per-weight state as named tensors, "optimizer.{i}.{key}", for a safetensors file (its
+    param_groups go in the header)."""
+    return {
+        f"optimizer.{i}.{key}": value.detach().cpu()
+        for i, param_state in optimizer.state_dict()["state"].items()
+        for key, value in param_state.items()
+    }
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict, param_groups: list) -> None:
+    """Load what optimizer_tensors wrote (the file's "optimizer." tensors) and the header's param_groups into
+    `optimizer`; a ValueError if a state tensor does not fit its weight."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, i, name = key.split(".")
+            if name != "step" and value.shape != params[int(i)].shape:
+                raise ValueError(f"{key} has shape {tuple(value.shape)}, its weight {tuple(params[int(i)].shape)}")
+            state.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
 def save_checkpoint(
     path: str | Path,
     model: GPT,
@@ -201,11 +227,8 @@ def save_checkpoint(
     header["tokenizer"] = tokenizer_to_dict(tokenizer)
     header.update(step=step, **(meta or {}))
     if optimizer is not None:
-        state = optimizer.state_dict()
-        for i, param_state in state["state"].items():
-            for key, value in param_state.items():
-                tensors[f"optimizer.{i}.{key}"] = value.detach().cpu()
-        header["param_groups"] = state["param_groups"]
+        tensors |= optimizer_tensors(optimizer)
+        header["param_groups"] = optimizer.state_dict()["param_groups"]
     if generator is not None:
         tensors["rng.generator"] = generator.get_state()
         tensors["rng.torch"] = torch.get_rng_state()
@@ -406,15 +429,7 @@ def restore(checkpoint: Checkpoint, model: GPT, optimizer: torch.optim.Optimizer
         raise ValueError(f"{path} holds a model with {checkpoint.model.config}, not {model.config}")
     try:
         model.load_state_dict(checkpoint.model.state_dict())
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        state: dict = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, i, name = key.split(".")
-                if name != "step" and value.shape != params[int(i)].shape:
-                    raise ValueError(f"{key} has shape {tuple(value.shape)}, its weight {tuple(params[int(i)].shape)}")
-                state.setdefault(int(i), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        load_optimizer_state(optimizer, tensors, meta["param_groups"])
         generator.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
         if "rng.cuda" in tensors and torch.cuda.is_available():  # saved on a GPU, resumed on one

@@ -61,7 +61,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .bpe import END_OF_TEXT, BPETokenizer
-from .checkpoint import PRETRAINED, atomic_write
+from .checkpoint import PRETRAINED, atomic_write, optimizer_tensors
 from .data import convert_play
 from .generation import generate
 from .gpt import GPT
@@ -532,10 +532,8 @@ def _write_adapter(path, model, extra, header, base, base_name, optimizer, meta)
         **(meta or {}),
     }
     if optimizer is not None:  # as save_checkpoint (appendix 09) stores it
-        state = optimizer.state_dict()
-        for i, param_state in state["state"].items():
-            tensors |= {f"optimizer.{i}.{key}": value for key, value in param_state.items()}
-        header["param_groups"] = state["param_groups"]
+        tensors |= optimizer_tensors(optimizer)
+        header["param_groups"] = optimizer.state_dict()["param_groups"]
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"tinytorch": json.dumps(header)}))
 
