@@ -17,6 +17,7 @@ import json
 import math
 import statistics
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -169,6 +170,8 @@ def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
     history = timed_train(model, tokenizer, train_ids, val_ids, cfg, deadline, make_optimizer=make_optimizer)
     last = history[-1]
     curve = {"curve": [[h["minutes"], h["val"]] for h in history]} if "eval_interval" in spec else {}
+    if "eval_interval" in spec:  # a final run keeps its model: the 30-minute winner may ship (issue 27, item 4)
+        save_model(spec, model, tokenizer, replace(cfg, max_steps=last["step"]), history)
     return {
         **spec,
         **curve,
@@ -179,6 +182,22 @@ def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
         "train": last["train"],
         "val": last["val"],
     }
+
+
+def save_model(spec: dict, model, tokenizer, cfg, history: list[dict]) -> None:
+    """runs/modern/<change>-<minutes>min-seed<seed>.safetensors: the final weights in float16 with the run's record, as
+    tinytorch train's model.safetensors (complete --checkpoint reads it)."""
+    from tinytorch.__main__ import MUON_LR
+    from tinytorch.checkpoint import run_meta, save_checkpoint
+
+    muon = "muon" in spec.get("change", "").split("+") or spec.get("optimizer") == "muon"
+    optimizer = {"name": "muon", "muon_lr": spec.get("muon_lr") or MUON_LR} if muon else None
+    meta = run_meta(cfg, [{k: h[k] for k in ("step", "train", "val")} for h in history], optimizer=optimizer)
+    meta["made_by"] = f"python benchmarks/modern.py final ({key(spec)})"
+    name = f"{spec.get('change', 'modern')}-{spec['minutes']}min-seed{spec['seed']}.safetensors"
+    path = ROOT / "runs" / "modern" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model, tokenizer, cfg.max_steps, meta=meta, dtype=torch.float16)
 
 
 def screen_runs() -> list[dict]:
