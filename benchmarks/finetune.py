@@ -98,15 +98,11 @@ class Pairs:
 def load_pairs(max_chars: int, heldout_pairs: int) -> Pairs:
     """Every pair of the training plays; `heldout_pairs` pairs of the held-out plays drawn with seed 0."""
     from tinytorch.checkpoint import load_pretrained
-    from tinytorch.data import VAL_PLAYS, play_paths
-    from tinytorch.finetune import add_reply_tokens, encode_pair, reply_pairs
+    from tinytorch.finetune import add_reply_tokens, encode_pair, split_pairs
 
     base, tokenizer = load_pretrained("shakespeare-bpe")
     model, grown = add_reply_tokens(base, tokenizer)
-    train, heldout = [], []
-    for name, path in play_paths().items():
-        pairs = reply_pairs(path.read_text(encoding="utf-8"), max_chars)
-        (heldout if name in VAL_PLAYS else train).extend(encode_pair(grown, s, r) for s, r in pairs)
+    train, heldout = ([encode_pair(grown, s, r) for s, r in pairs] for pairs in split_pairs(max_chars))
     chosen = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:heldout_pairs].tolist()
     return Pairs(base, model, grown, train, [heldout[i] for i in chosen])
 

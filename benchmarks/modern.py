@@ -271,6 +271,7 @@ def report() -> None:
 
     runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
     screen = [r for r in runs if "change" in r and r["minutes"] == 2 and not r.get("discarded")]
+    print("SCREEN =", screen_literal(finished()), "\nFINAL =", final_literal(finished()), "\n")  # chapter 11's
     groups = {change: [r for r in screen if r["change"] == change] for change in CHANGES}
     groups = {change: rs for change, rs in groups.items() if rs}
     base = statistics.mean(r["val"] for r in groups["none"]) if "none" in groups else float("nan")
@@ -376,6 +377,37 @@ def final_report(runs: list[dict]) -> list[str]:
             f"| {minutes:g} min | {name} | {', '.join('not reached' if m is None else f'{m:.1f}' for m in reached)} |"
         )
     return lines
+
+
+def finished() -> list[dict]:
+    """Every run of modern.jsonl that counts (a discarded run is kept there with its reason, and left out)."""
+    runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    return [r for r in runs if not r.get("discarded")]
+
+
+def screen_literal(runs: list[dict]) -> list[tuple]:
+    """Chapter 11's SCREEN rows: (change, seed, steps, val loss) of the 2-minute runs, each change alone in CHANGES'
+    order, then the runs of several changes by name; each name's seeds in SEEDS' order."""
+    screen = [r for r in runs if r["minutes"] == 2 and "curve" not in r]
+    rows = [
+        (r.get("change") or f"modern block+{r['optimizer']}", r["seed"], r["steps"], round(r["val"], 3)) for r in screen
+    ]
+    order = {change: i for i, change in enumerate(CHANGES)}
+    return sorted(rows, key=lambda row: (order.get(row[0], len(order)), row[0], SEEDS.index(row[1])))
+
+
+def final_literal(runs: list[dict]) -> list[tuple]:
+    """Chapter 11's FINAL rows: (minutes, change, seed, steps, val loss, training minutes to reach TARGET or None),
+    by budget, the frontier ("none") first, then by seed in FINAL_SEEDS' order."""
+    final = sorted(
+        (r for r in runs if "curve" in r),
+        key=lambda r: (r["minutes"], r["change"] != "none", FINAL_SEEDS.index(r["seed"])),
+    )
+    reached = [minutes_to(r["curve"], TARGET) for r in final]
+    return [
+        (r["minutes"], r["change"], r["seed"], r["steps"], round(r["val"], 3), None if m is None else round(m, 1))
+        for r, m in zip(final, reached, strict=True)
+    ]
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 import ast
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,6 +98,42 @@ def test_chapter_11_final_runs_pair_the_recipes_and_read_the_minutes_to_the_targ
     assert modern.minutes_to([[1.0, 1.7], [2.0, 1.65]], 1.6) is None
     lines = modern.final_report([{**r, "val": 1.5, "steps": 10, "params": 5, "curve": [[1.0, 1.5]]} for r in runs])
     assert sum("| 10 min | frontier" in line for line in lines) == 2  # the loss table and the minutes table
+
+
+def test_a_final_run_of_chapter_11_keeps_its_model_with_its_record(tmp_path, monkeypatch):
+    from tinytorch.checkpoint import load_checkpoint
+
+    modern = _load("modern")
+    monkeypatch.setattr(modern, "ROOT", tmp_path)
+    monkeypatch.setitem(sys.modules, "run", run)  # run() imports timed_train from benchmarks/run.py
+    text = "to be, or not to be, that is the question: " * 40
+    tokenizer = CharTokenizer.from_text(text)
+    ids = torch.tensor(tokenizer.encode(text), dtype=torch.uint8)
+    shape = dict(n_layer=1, n_head=2, n_embd=16, block_size=8, batch_size=4, lr=1e-3, min_lr=1e-4, warmup=2)
+    spec = {**shape, "minutes": 0.01, "seed": 3, "eval_interval": 5, "change": "muon"}
+    result = modern.run(spec, ids, ids, tokenizer)
+    saved = load_checkpoint(tmp_path / "runs" / "modern" / "muon-0.01min-seed3.safetensors")
+    assert saved.meta["optimizer"] == {"name": "muon", "muon_lr": 0.02}  # what --resume and the plan read
+    assert saved.meta["train_config"]["max_steps"] == result["steps"] == saved.meta["history"][-1]["step"]
+    assert (
+        saved.meta["history"][-1]["val"] == result["val"]
+        and "python benchmarks/modern.py final" in saved.meta["made_by"]
+    )
+    assert saved.tokenizer.chars == tokenizer.chars and saved.model.config.n_embd == 16
+
+
+def test_chapter_11_holds_every_run_of_its_study_as_measured():
+    modern = _load("modern")
+    runs = modern.finished()
+    found = [modern.key(r) for r in runs]
+    assert len(found) == len(set(found)), "a run is in modern.jsonl twice"
+    missing = {modern.key(spec) for spec in modern.screen_runs() + modern.final_runs()} - set(found)
+    assert not missing, f"not measured yet: {sorted(missing)}"
+    for variable, rows in (("SCREEN", modern.screen_literal(runs)), ("FINAL", modern.final_literal(runs))):
+        assert held("11_modern.ipynb", variable) == rows, (
+            f"chapter 11's {variable} differs from benchmarks/modern.jsonl: paste what `python benchmarks/modern.py "
+            "--report` prints"
+        )
 
 
 def test_chapter_12_classify_study_lists_each_run_once_and_measures_each_method(tmp_path, monkeypatch):

@@ -220,10 +220,8 @@ def test_the_shipped_adapter_replies_and_refuses_another_models_adapter(capsys, 
 @pytest.fixture
 def few_pairs(monkeypatch):
     """finetune on the pairs of two plays (one held out), so that a run takes seconds."""
-    import tinytorch.data
-
-    paths = tinytorch.data.play_paths()
-    monkeypatch.setattr(tinytorch.data, "play_paths", lambda: {k: paths[k] for k in ("hamlet", "othello")})
+    paths = tinytorch.finetune.play_paths()
+    monkeypatch.setattr(tinytorch.finetune, "play_paths", lambda: {k: paths[k] for k in ("hamlet", "othello")})
 
 
 def test_finetune_stopped_and_resumed_writes_the_adapter_of_an_uninterrupted_run(tmp_path, capsys, few_pairs):
@@ -256,6 +254,18 @@ def test_finetune_saves_on_ctrl_c_and_refuses_to_overwrite_a_run(tmp_path, capsy
     assert code == 1 and "--resume" in err
     code, out, err = cli(capsys, "finetune", "--out", tmp_path, "--resume", "--lr", "1e-2")
     assert code == 1 and "--lr cannot be given" in err
+
+
+def test_finetune_refuses_a_folder_without_room_before_training(tmp_path, capsys, few_pairs, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("Usage", "total used free")(10**9, 10**9 - 50_000, 50_000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr(tinytorch.finetune, "reply_step", lambda *args: pytest.fail("trained without room to save"))
+    code, out, err = cli(capsys, "finetune", "--out", tmp_path, "--steps", "6", "--rank", "2", "--batch-size", "2")
+    assert_one_line_error(code, out, err, f"{tmp_path} has 0.1 MB free, but this run needs about", "another --out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
 
 
 def test_a_genre_adapter_holds_the_adapters_and_the_head_and_loads_merged_with_the_same_outputs(tmp_path):

@@ -173,7 +173,8 @@ def train(args: argparse.Namespace) -> None:
         if args.compile:
             model.compile()  # in place: the weights keep their names, in the checkpoints too
         if rank == 0:
-            _check_space(folder, checkpoint_bytes(model, tokenizer), args.resume)
+            size = checkpoint_bytes(model, tokenizer)
+            _check_space(folder, size, size // 6, args.resume)  # model.safetensors: float16 weights, a sixth of it
             name = f"resuming {out} at step {step} of {cfg.max_steps}" if args.resume else settings["preset"]
             if plan is not None:
                 print(f"--minutes {args.minutes:g}: {plan['why']}")
@@ -277,10 +278,11 @@ def _resume_command(out: str) -> str:
     return f"tinytorch train --resume --out {shlex.quote(out)}"
 
 
-def _check_space(folder: Path, size: int, resume: bool) -> None:
-    """Exit with one line, before training, if `folder` has no room for the run's files: the checkpoint, its
-    temporary copy while a save replaces it (a resumed run's checkpoint is already there), and model.safetensors."""
-    needed = size * (1 if resume else 2) + size // 6  # model.safetensors: float16 weights, a sixth of a checkpoint
+def _check_space(folder: Path, size: int, final: int, resume: bool) -> None:
+    """Exit with one line, before training, if `folder` has no room for the run's files: the checkpoint (`size`
+    bytes), its temporary copy while a save replaces it (a resumed run's checkpoint is already there), and the final
+    file without the optimizer (`final` bytes: train's model.safetensors, finetune's adapter.safetensors)."""
+    needed = size * (1 if resume else 2) + final
     free = shutil.disk_usage(folder).free
     if free < needed:
         sys.exit(
@@ -458,7 +460,7 @@ class _Task:
 
         from tinytorch.bpe import END_OF_TEXT
         from tinytorch.checkpoint import load_pretrained
-        from tinytorch.data import VAL_PLAYS, load_plays, play_paths
+        from tinytorch.data import load_plays
         from tinytorch.finetune import (
             GenreClassifier,
             add_lora,
@@ -467,7 +469,7 @@ class _Task:
             passages,
             read_adapter,
             read_classifier,
-            reply_pairs,
+            split_pairs,
             split_plays,
             train_new_rows,
         )
@@ -482,10 +484,7 @@ class _Task:
                 torch.manual_seed(settings["seed"])  # the adapters' A
                 add_lora(self.model, settings["rank"], 2 * settings["rank"])
             train_new_rows(self.model, self.tokenizer.special_tokens[END_OF_TEXT])  # END's row and the new two
-            train, heldout = [], []
-            for name, path in play_paths().items():
-                pairs = reply_pairs(path.read_text(encoding="utf-8"))
-                (heldout if name in VAL_PLAYS else train).extend(encode_pair(self.tokenizer, s, r) for s, r in pairs)
+            train, heldout = ([encode_pair(self.tokenizer, s, r) for s, r in pairs] for pairs in split_pairs())
             chosen = torch.randperm(len(heldout), generator=torch.Generator().manual_seed(0))[:HELDOUT_PAIRS]
             self.train, self.heldout = train, [heldout[i] for i in chosen.tolist()]
             self.what = f"{len(train):,} pairs of the training plays"
@@ -572,6 +571,8 @@ def finetune(args: argparse.Namespace) -> None:
             task = args.task or "reply"
             settings = {**{k: FINETUNE_TASKS[task][k] for k in FINETUNE_OPTIONS}, **given}
         job = _Task(task, settings, out if args.resume else None)
+        trained = sum(p.numel() for p in job.model.parameters() if p.requires_grad)  # float32, AdamW's two averages
+        _check_space(folder, 3 * 4 * trained + 100_000, 4 * trained + 100_000, args.resume)
         optimizer = job.optimizer(settings["lr"])
         if args.resume:
             try:

@@ -212,6 +212,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'tinytorch.finetune.save_classifier': ('finetune.html#save_classifier', 'tinytorch/finetune.py'),
                                     'tinytorch.finetune.scene_speeches': ('finetune.html#scene_speeches', 'tinytorch/finetune.py'),
                                     'tinytorch.finetune.shuffled_batches': ('finetune.html#shuffled_batches', 'tinytorch/finetune.py'),
+                                    'tinytorch.finetune.split_pairs': ('finetune.html#split_pairs', 'tinytorch/finetune.py'),
                                     'tinytorch.finetune.split_plays': ('finetune.html#split_plays', 'tinytorch/finetune.py'),
                                     'tinytorch.finetune.train_new_rows': ('finetune.html#train_new_rows', 'tinytorch/finetune.py'),
                                     'tinytorch.finetune.trainable_parameters': ( 'finetune.html#trainable_parameters',

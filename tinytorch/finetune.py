@@ -25,6 +25,7 @@ __all__ = [
     "genre_accuracy",
     "scene_speeches",
     "reply_pairs",
+    "split_pairs",
     "add_reply_tokens",
     "encode_pair",
     "pair_batch",
@@ -318,6 +319,14 @@ def reply_pairs(markdown: str, max_chars: int = 300) -> list[tuple[str, str]]:
             if speaker != other and len(speech) <= max_chars and len(answer) <= max_chars:
                 pairs.append((speech, answer))
     return pairs
+
+
+def split_pairs(max_chars: int = 300) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The reply pairs of every play: (those of the training plays, those of the held-out plays)."""
+    train, heldout = [], []
+    for name, path in play_paths().items():
+        (heldout if name in VAL_PLAYS else train).extend(reply_pairs(path.read_text(encoding="utf-8"), max_chars))
+    return train, heldout
 
 
 # %% ../notebooks/12_finetune.ipynb #ffea440c
