@@ -298,6 +298,18 @@ def report() -> None:
         if r.get("discarded"):
             lines.append(f"\nDiscarded: {r.get('change') or r.get('modern')} seed {r['seed']}: {r['discarded']}")
     lines += final_report([r for r in runs if "curve" in r and not r.get("discarded")])
+    if HELDOUT.exists():
+        lines += [
+            "",
+            "**The 30-minute models on the whole held-out text** (`python benchmarks/modern.py heldout`: each kept "
+            "model on every window of 128 characters of the four held-out plays, one after another; the same "
+            "characters for every run, where the table above evaluates each run on 20 batches drawn by its seed):",
+            "",
+            "| recipe | seed | loss |",
+            "|---|---|---|",
+        ]
+        for _, change, seed, loss in json.loads(HELDOUT.read_text()):
+            lines.append(f"| {recipe_name({'change': change})} | {seed} | {loss:.4f} |")
     text = "\n".join(lines) + "\n"
     (ROOT / "benchmarks" / "modern.md").write_text(text)
     print(text)
@@ -316,6 +328,28 @@ def report() -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(ROOT / "benchmarks" / "modern.png", dpi=110)
+    final_curves(plt, [r for r in runs if "curve" in r and not r.get("discarded")])
+
+
+def final_curves(plt, runs: list[dict]) -> None:
+    """modern_final.png: each final run's validation loss against its training minutes, one panel per budget, with
+    TARGET."""
+    budgets = sorted({r["minutes"] for r in runs})
+    if not budgets:
+        return
+    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), squeeze=False)
+    for ax, minutes in zip(axes[0], budgets, strict=True):
+        for r in (r for r in runs if r["minutes"] == minutes):
+            color = "tab:grey" if r["change"] == "none" else "tab:blue"
+            points = [(m, v) for m, v in r["curve"] if v < 2.0]  # the first evaluations are off the scale
+            ax.plot(*zip(*points, strict=True), color=color, label=f"{recipe_name(r)}, seed {r['seed']}")
+        ax.axhline(TARGET, color="black", ls=":", lw=1, label=f"{TARGET}")
+        ax.set_title(f"{minutes:g} minutes")
+        ax.set_xlabel("training minutes")
+        ax.set_ylabel("validation loss (held-out plays)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(ROOT / "benchmarks" / "modern_final.png", dpi=110)
 
 
 def recipe_name(run: dict) -> str:
@@ -410,9 +444,39 @@ def final_literal(runs: list[dict]) -> list[tuple]:
     ]
 
 
+HELDOUT = ROOT / "benchmarks" / "modern_heldout.json"
+
+
+def heldout_losses() -> None:
+    """Each kept final model of 30 minutes (runs/modern/) on the whole held-out text, cut into windows of its context
+    one after another, so that every run is measured on the same characters (each run's own 20 evaluation batches
+    are drawn by its seed): modern_heldout.json, [minutes, change, seed, loss] per run."""
+    import torch.nn.functional as F
+
+    from tinytorch.checkpoint import load_checkpoint
+    from tinytorch.data import shakespeare
+
+    _, val_text = shakespeare()
+    rows = []
+    for r in (r for r in finished() if "curve" in r and r["minutes"] == 30):
+        checkpoint = load_checkpoint(ROOT / "runs" / "modern" / f"{r['change']}-30min-seed{r['seed']}.safetensors")
+        model, T = checkpoint.model.eval(), checkpoint.model.config.block_size
+        ids = torch.tensor(checkpoint.tokenizer.encode(val_text))
+        n = (len(ids) - 1) // T
+        x, y = ids[: n * T].view(n, T), ids[1 : n * T + 1].view(n, T)  # (n, T) windows and their next characters
+        with torch.no_grad():
+            total = sum(
+                F.cross_entropy(model(x[i : i + 64]).flatten(0, 1), y[i : i + 64].flatten(), reduction="sum").item()
+                for i in range(0, n, 64)
+            )
+        rows.append([r["minutes"], r["change"], r["seed"], round(total / (n * T), 4)])
+        print(rows[-1], f"{n * T:,} characters", flush=True)
+    HELDOUT.write_text(json.dumps(rows) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="?", help="'screen', 'final', or a JSON list of runs")
+    parser.add_argument("runs", nargs="?", help="'screen', 'final', 'heldout', or a JSON list of runs")
     parser.add_argument("--report", action="store_true", help="write modern.md and modern.png from modern.jsonl")
     args = parser.parse_args()
     if args.report:
@@ -422,6 +486,9 @@ def main() -> None:
         parser.error("give 'screen', RUNS.json or --report")
     from scaling import run_each
 
+    if args.runs == "heldout":
+        heldout_losses()
+        return
     named = {"screen": screen_runs, "final": final_runs}
     specs = named[args.runs]() if args.runs in named else json.loads(Path(args.runs).read_text())
     done = {key(json.loads(line)) for line in RESULTS.read_text().splitlines()} if RESULTS.exists() else set()

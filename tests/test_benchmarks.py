@@ -129,7 +129,12 @@ def test_chapter_11_holds_every_run_of_its_study_as_measured():
     assert len(found) == len(set(found)), "a run is in modern.jsonl twice"
     missing = {modern.key(spec) for spec in modern.screen_runs() + modern.final_runs()} - set(found)
     assert not missing, f"not measured yet: {sorted(missing)}"
-    for variable, rows in (("SCREEN", modern.screen_literal(runs)), ("FINAL", modern.final_literal(runs))):
+    heldout = [tuple(row[1:]) for row in json.loads(modern.HELDOUT.read_text())]  # (change, seed, loss)
+    assert sorted((change, seed) for change, seed, _ in heldout) == sorted(
+        (r["change"], r["seed"]) for r in runs if "curve" in r and r["minutes"] == 30
+    ), "run `python benchmarks/modern.py heldout` again: modern_heldout.json misses a 30-minute run"
+    literals = (("SCREEN", modern.screen_literal(runs)), ("FINAL", modern.final_literal(runs)), ("HELDOUT", heldout))
+    for variable, rows in literals:
         assert held("11_modern.ipynb", variable) == rows, (
             f"chapter 11's {variable} differs from benchmarks/modern.jsonl: paste what `python benchmarks/modern.py "
             "--report` prints"

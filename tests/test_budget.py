@@ -19,7 +19,7 @@ TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the m
 
 
 def test_minutes_trains_with_muon_exactly_where_chapter_11_measured_it_ahead():
-    assert {r.minutes: r.optimizer for r in FRONTIER} == {2: "muon", 5: "adamw", 10: "muon", 30: "adamw"}
+    assert {r.minutes: r.optimizer for r in FRONTIER} == {2: "muon", 5: "adamw", 10: "muon", 30: "muon"}
 
 
 def test_the_frontier_grows_with_the_budget():

@@ -459,6 +459,22 @@ def test_the_shipped_checkpoints_record_no_architecture_and_load_as_gpt2(name):
         assert type(load_checkpoint(SHIPPED_MODELS[name], **architectures).model) is GPT
 
 
+def test_the_shipped_modern_model_is_gpt2_trained_with_muon_by_the_30_minute_recipe():
+    from tinytorch.budget import FRONTIER
+    from tinytorch.checkpoint import SHIPPED_MODELS, load_pretrained
+
+    meta, old_meta = (saved_meta(SHIPPED_MODELS[name]) for name in ("shakespeare-modern", "shakespeare"))
+    recipe = next(r for r in FRONTIER if r.minutes == 30)  # what tinytorch train --minutes 30 trains
+    assert meta["arch"] == "gpt2" and recipe.optimizer == meta["optimizer"]["name"] == "muon"
+    shape = ("n_layer", "n_head", "n_embd", "block_size")
+    assert [meta["config"][k] for k in shape] == [getattr(recipe, k) for k in shape] == [4, 4, 160, 128]
+    assert meta["config"] == old_meta["config"]  # the shipped model's shape
+    assert meta["train_config"]["batch_size"] == recipe.batch_size and meta["train_config"]["lr"] == recipe.lr
+    model, tokenizer = load_pretrained("shakespeare-modern")
+    assert type(model) is GPT and tokenizer.chars == load_pretrained("shakespeare")[1].chars
+    assert meta["history"][-1]["val"] < old_meta["history"][-1]["val"] - 0.03  # chapter 11: 1.405 against 1.462
+
+
 def test_a_gpt_checkpoint_records_gpt2_and_stores_the_tied_head_once(tmp_path, tokenizer):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, small_model(tokenizer), tokenizer)

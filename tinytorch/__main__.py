@@ -61,7 +61,11 @@ TRAIN_DEFAULTS |= dict(arch="gpt2", optimizer="adamw", muon_lr=None)  # muon_lr:
 RESUMED_FIELDS = {option: field for option, field in TRAIN_OPTIONS.items() if field not in (None, "max_steps")}
 # the options --minutes chooses itself, or that its study did not vary: all but the evaluation's batches and the seed
 PLANNED = tuple(option for option in TRAIN_OPTIONS if option not in ("eval_batches", "seed"))
-SHIPPED_MODEL_NAMES = ("shakespeare", "shakespeare-bpe")  # tinytorch.checkpoint.SHIPPED_MODELS, without importing torch
+SHIPPED_MODEL_NAMES = (
+    "shakespeare",
+    "shakespeare-bpe",
+    "shakespeare-modern",
+)  # tinytorch.checkpoint.SHIPPED_MODELS, without importing torch
 ARCH_NAMES = ("gpt2", "llama")  # tinytorch.modern.ARCHITECTURES, without importing torch
 MUON_LR = 0.02  # the default lr of tinytorch.modern.Muon (chapter 11), for --help without importing torch
 
@@ -927,8 +931,8 @@ def main(argv: list[str] | None = None) -> None:
         "--model",
         choices=SHIPPED_MODEL_NAMES,
         default="shakespeare",
-        help="a shipped model: shakespeare (characters) or shakespeare-bpe (subwords, reads any text) "
-        "(default: shakespeare)",
+        help="a shipped model: shakespeare (characters), shakespeare-bpe (subwords, reads any text) or "
+        "shakespeare-modern (characters, trained with Muon: chapter 11) (default: shakespeare)",
     )
     chosen.add_argument("--checkpoint", default=None, help="a checkpoint from `tinytorch train` instead")
     _add_device_options(p)

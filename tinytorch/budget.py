@@ -83,7 +83,18 @@ FRONTIER = (  # the study's best recipe for each budget (benchmarks/scaling.md);
         warmup=100,
         optimizer="muon",
     ),
-    Recipe(30, n_layer=4, n_head=4, n_embd=160, block_size=128, batch_size=12, lr=3e-3, min_lr=3e-4, warmup=100),
+    Recipe(
+        30,
+        n_layer=4,
+        n_head=4,
+        n_embd=160,
+        block_size=128,
+        batch_size=12,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup=100,
+        optimizer="muon",
+    ),
 )
 STUDY_SECONDS_PER_STEP = 0.0403  # FRONTIER[0]'s step on the study's machine: the yardstick of a machine's speed
 

@@ -367,7 +367,11 @@ def _check_weights(path: Path, arch: Architecture, config: GPTConfig, weights: d
 
 # %% ../notebooks/09_training_runs.ipynb #3392605d
 PRETRAINED = Path(str(resources.files("tinytorch"))) / "checkpoints" / "shakespeare.safetensors"
-SHIPPED_MODELS = {"shakespeare": PRETRAINED, "shakespeare-bpe": PRETRAINED.with_name("shakespeare_bpe.safetensors")}
+SHIPPED_MODELS = {
+    "shakespeare": PRETRAINED,
+    "shakespeare-bpe": PRETRAINED.with_name("shakespeare_bpe.safetensors"),
+    "shakespeare-modern": PRETRAINED.with_name("shakespeare_modern.safetensors"),  # chapter 11: trained with Muon
+}
 
 
 # %% ../notebooks/09_training_runs.ipynb #93808336
