@@ -141,8 +141,12 @@ def build(spec: dict, vocab_size: int):
         model = ModernGPT(ModernConfig(vocab_size=vocab_size, **shape, **choices))
     else:
         model = gpt_with(spec["change"], GPTConfig(vocab_size=vocab_size, **shape))
-    muon = spec.get("optimizer") == "muon" or "muon" in spec.get("change", "").split("+")
-    return model, (partial(make_muon_optimizer, muon_lr=spec.get("muon_lr")) if muon else make_optimizer)
+    return model, (partial(make_muon_optimizer, muon_lr=spec.get("muon_lr")) if uses_muon(spec) else make_optimizer)
+
+
+def uses_muon(spec: dict) -> bool:
+    """Whether a run trains with Muon: spec["optimizer"] says so, or "muon" is one of its changes."""
+    return spec.get("optimizer") == "muon" or "muon" in spec.get("change", "").split("+")
 
 
 def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
@@ -184,18 +188,22 @@ def run(spec: dict, train_ids, val_ids, tokenizer) -> dict:
     }
 
 
+def model_path(spec: dict) -> Path:
+    """Where a final run keeps its model: runs/modern/<change>-<minutes>min-seed<seed>.safetensors."""
+    name = f"{spec.get('change', 'modern')}-{spec['minutes']}min-seed{spec['seed']}"
+    return ROOT / "runs" / "modern" / f"{name}.safetensors"
+
+
 def save_model(spec: dict, model, tokenizer, cfg, history: list[dict]) -> None:
     """runs/modern/<change>-<minutes>min-seed<seed>.safetensors: the final weights in float16 with the run's record, as
     tinytorch train's model.safetensors (complete --checkpoint reads it)."""
     from tinytorch.__main__ import MUON_LR
     from tinytorch.checkpoint import run_meta, save_checkpoint
 
-    muon = "muon" in spec.get("change", "").split("+") or spec.get("optimizer") == "muon"
-    optimizer = {"name": "muon", "muon_lr": spec.get("muon_lr") or MUON_LR} if muon else None
+    optimizer = {"name": "muon", "muon_lr": spec.get("muon_lr") or MUON_LR} if uses_muon(spec) else None
     meta = run_meta(cfg, [{k: h[k] for k in ("step", "train", "val")} for h in history], optimizer=optimizer)
     meta["made_by"] = f"python benchmarks/modern.py final ({key(spec)})"
-    name = f"{spec.get('change', 'modern')}-{spec['minutes']}min-seed{spec['seed']}.safetensors"
-    path = ROOT / "runs" / "modern" / name
+    path = model_path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, model, tokenizer, cfg.max_steps, meta=meta, dtype=torch.float16)
 
@@ -271,7 +279,8 @@ def report() -> None:
 
     runs = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
     screen = [r for r in runs if "change" in r and r["minutes"] == 2 and not r.get("discarded")]
-    print("SCREEN =", screen_literal(finished()), "\nFINAL =", final_literal(finished()), "\n")  # chapter 11's
+    kept = finished()
+    print("SCREEN =", screen_literal(kept), "\nFINAL =", final_literal(kept), "\n")  # chapter 11's literals
     groups = {change: [r for r in screen if r["change"] == change] for change in CHANGES}
     groups = {change: rs for change, rs in groups.items() if rs}
     base = statistics.mean(r["val"] for r in groups["none"]) if "none" in groups else float("nan")
@@ -459,7 +468,7 @@ def heldout_losses() -> None:
     _, val_text = shakespeare()
     rows = []
     for r in (r for r in finished() if "curve" in r and r["minutes"] == 30):
-        checkpoint = load_checkpoint(ROOT / "runs" / "modern" / f"{r['change']}-30min-seed{r['seed']}.safetensors")
+        checkpoint = load_checkpoint(model_path(r))
         model, T = checkpoint.model.eval(), checkpoint.model.config.block_size
         ids = torch.tensor(checkpoint.tokenizer.encode(val_text))
         n = (len(ids) - 1) // T
